@@ -1,0 +1,258 @@
+"""One parser for pretrain.py, DANCE.py and evaluate.py.
+
+Precedence: parser defaults < the dataset's SETTINGS < its REPRODUCE (with --reproduce) < flags
+given on the command line. Each `arguments/<dataset>.py` holds only that dataset's values, as
+{"common": {...}, "pretrain": {...}, "condense": {...}, "evaluate": {...}}; "common" applies to all
+three scripts. A key that is not a flag of the script fails loudly.
+"""
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+
+from utils import UserError
+
+SCRIPTS = ("pretrain", "condense", "evaluate")
+DATASET_NAMES = ("mnist", "fashion", "svhn", "cifar10", "cifar100", "tinyimagenet", "imagenette",
+                 "imagewoof", "imagemeow", "imagesquawk", "imagefruit", "imageyellow", "imagenet",
+                 "folder", "digits")
+NET_TYPES = ("convnet", "resnet_ap", "resnet", "densenet")
+NORM_TYPES = ("instance", "batch", "layer", "group", "none")
+
+
+def _common(p):
+    """Flags every script shares: data, network, evaluation/training recipe, run control."""
+    g = p.add_argument_group("data")
+    g.add_argument("-d", "--dataset", default="digits", help=f"one of: {', '.join(DATASET_NAMES)}")
+    g.add_argument("--data_dir", default="datasets",
+                   help="dataset root (torchvision layout for mnist/fashion/svhn/cifar; the unpacked "
+                        "folder for tinyimagenet, the ImageNet family and 'folder')")
+    g.add_argument("--download", action="store_true", help="let torchvision fetch mnist/fashion/svhn/cifar")
+    g.add_argument("--nclass", type=int, default=10, help="imagenet only: 10 or 100 classes of class100.txt")
+    g.add_argument("--phase", type=int, default=0, help="imagenet only: which slice of nclass classes")
+    g.add_argument("--size", type=int, default=None,
+                   help="'folder' only: images are resized to size x size (default 32)")
+
+    g = p.add_argument_group("network")
+    g.add_argument("-n", "--net_type", default="convnet", help=f"one of: {', '.join(NET_TYPES)}")
+    g.add_argument("--depth", type=int, default=3)
+    g.add_argument("--width", type=float, default=1.0, help="channel multiplier (ConvNet: 128*width)")
+    g.add_argument("--norm_type", default="instance", help=f"one of: {', '.join(NORM_TYPES)}")
+
+    g = p.add_argument_group("training recipe (expert training and evaluation)")
+    g.add_argument("--batch_size", type=int, default=64, help="evaluation training batch size")
+    g.add_argument("--lr", type=float, default=0.01, help="network learning rate")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight_decay", "--wd", "--weight-decay", dest="weight_decay", type=float, default=5e-4)
+    g.add_argument("--mixup", choices=("cut", "none"), default="cut", help="CutMix during training")
+    g.add_argument("--beta", type=float, default=1.0, help="CutMix Beta(beta, beta)")
+    g.add_argument("--mix_p", type=float, default=0.5, help="probability of CutMix per batch")
+    g.add_argument("--dsa_strategy", default=None,
+                   help="evaluation DSA ops; default: the dataset's (no flip for svhn/mnist)")
+    g.add_argument("--eval_epochs", type=int, default=1500,
+                   help="epochs to train a network on a condensed set (ImageNet family: from the ipc table "
+                        "when not given)")
+    g.add_argument("--eval_interval", type=int, default=250, help="epochs between test checks while training")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch (0 included)")
+    g.add_argument("--device", default="auto", help="auto (accelerator when present), cpu, cuda, cuda:1, ...")
+    g.add_argument("--reproduce", action="store_true", help="apply the paper's settings for the dataset")
+    g.add_argument("--print_config", action="store_true", help="print the resolved settings and exit")
+    g.add_argument("--pretrain_dir", default=None,
+                   help="expert folder; default results/experts/<dataset>_<net><depth>_<norm>")
+
+
+def _pretrain(p):
+    g = p.add_argument_group("expert training")
+    g.add_argument("--pretrain_amount", type=int, default=10, help="number of experts to train")
+    g.add_argument("--pretrain_epochs", type=int, default=80)
+    g.add_argument("--batch_real", type=int, default=64, help="batch size of expert training")
+    g.add_argument("-a", "--aug_type", default="color_crop_cutout",
+                   help="per-sample DSA for expert training (cutout dropped when CutMix is on)")
+
+
+def _decoding(g):
+    """Flags that say how a synthetic set's storage decodes (shared by condensation and evaluation)."""
+    g.add_argument("-f", "--factor", type=int, default=1, help="multi-formation factor (crops per side)")
+    g.add_argument("--decode_type", choices=("single", "multi", "bound"), default="single")
+
+
+def _condense(p):
+    g = p.add_argument_group("condensation")
+    g.add_argument("-i", "--ipc", type=int, default=10, help="storage images per class")
+    _decoding(g)
+    g.add_argument("--init", choices=("random", "mix", "noise"), default=None,
+                   help="random: first real images; mix: tiled real images (default when factor > 1)")
+    g.add_argument("-a", "--aug_type", default="color_crop_cutout", help="siamese DSA ops for both views")
+    g.add_argument("--niter", type=int, default=500, help="outer condensation iterations")
+    g.add_argument("--num_premodel", type=int, default=5,
+                   help="experts 0..N-1 to sample from; 0 = plain DM (fresh random net, no calibration)")
+    g.add_argument("--iter_calib", type=int, default=1, help="calibration sweeps per iteration (0: none)")
+    g.add_argument("--batch_real", type=int, default=128, help="real images per class per step")
+    g.add_argument("--batch_syn_max", type=int, default=200, help="max decoded synthetic images per class")
+    g.add_argument("--lr_img", type=float, default=5e-3, help="learning rate of the synthetic pixels")
+    g.add_argument("--lr_img_per_ipc", type=float, default=None,
+                   help="if set (and --lr_img is not given), lr_img = lr_img_per_ipc * ipc")
+    g.add_argument("--mom_img", type=float, default=0.5, help="momentum of the synthetic pixels' SGD")
+    g.add_argument("--lam_min", type=float, default=0.0, help="middle encoder: lam ~ U(lam_min, lam_max)")
+    g.add_argument("--lam_max", type=float, default=1.0, help="lam=0 is the trained expert, 1 its init")
+    g.add_argument("--update", choices=("per_class", "joint"), default="per_class",
+                   help="per_class: one step per class per view (reference); joint: one step per view")
+    g.add_argument("--eval_every", type=int, default=500, help="iterations between evaluations (0: off)")
+    g.add_argument("--eval_runs", type=int, default=1, help="networks trained per periodic evaluation")
+    g.add_argument("--save_dir", default=None, help="run folder; default a new one under results/condense/")
+
+
+def _evaluate(p):
+    g = p.add_argument_group("evaluation")
+    _decoding(g)
+    g.add_argument("--data", default=None, help="a condensed set saved by DANCE.py ([data, targets] .pt)")
+    g.add_argument("--runs", type=int, default=3, help="fresh networks trained on the set")
+
+
+SCRIPT_FLAGS = {"pretrain": _pretrain, "condense": _condense, "evaluate": _evaluate}
+
+
+def build_parser(script):
+    """The argparse parser of one script."""
+    if script not in SCRIPTS:
+        raise ValueError(f"unknown script {script}")
+    p = argparse.ArgumentParser(description=f"DANCE: {script}",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(p)
+    SCRIPT_FLAGS[script](p)
+    return p
+
+
+def load_settings(dataset):
+    """The dataset's settings module (arguments/<dataset>.py)."""
+    if dataset not in DATASET_NAMES:
+        raise UserError(f"unknown dataset '{dataset}'; choose one of: {', '.join(DATASET_NAMES)}")
+    return importlib.import_module(f"arguments.{dataset}")
+
+
+def _explicit(parser, argv):
+    """The flags given on the command line (dest -> value), without defaults."""
+    shadow = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs = dict(dest=action.dest, default=argparse.SUPPRESS)
+            if isinstance(action, argparse._StoreTrueAction):
+                kwargs["action"] = "store_true"
+            else:
+                kwargs.update(type=action.type, choices=action.choices)
+            shadow.add_argument(*action.option_strings, **kwargs)
+    return vars(shadow.parse_known_args(argv)[0])
+
+
+def ipc_epochs(ipc, factor, nclass, bound=0):
+    """Evaluation epochs of the ImageNet family (REFERENCE 1.1.2, `ipc_epoch`)."""
+    n = ipc * max(factor, 1) ** 2
+    if bound > 0:
+        n = min(n, bound)
+    for limit, epochs in ((1, 3000), (10, 2000), (50, 1500), (200, 1000), (500, 500)):
+        if n <= limit:
+            break
+    else:
+        epochs = 300
+    if nclass == 100:
+        epochs = int(epochs * 2 / 3) // 100 * 100
+    return epochs
+
+
+def dataset_tag(args):
+    """Short name of the data a run uses, for default folder names."""
+    if args.dataset == "imagenet":
+        return f"imagenet{args.nclass}_p{args.phase}"
+    if args.dataset == "folder":
+        return f"folder_{os.path.basename(os.path.normpath(args.data_dir))}_{args.size or 32}"
+    return args.dataset
+
+
+def default_pretrain_dir(args):
+    """Where pretrain.py writes experts and DANCE.py reads them for the same data and model."""
+    width = "" if args.width == 1 else f"_w{args.width:g}"
+    return os.path.join("results", "experts", f"{dataset_tag(args)}_{args.net_type}{args.depth}_"
+                                              f"{args.norm_type}{width}")
+
+
+def _validate(script, a):
+    """Refuse values that cannot work, naming the flag and the fix."""
+    positive = ["batch_size", "eval_interval"]
+    if script == "pretrain":
+        positive += ["pretrain_amount", "pretrain_epochs", "batch_real"]
+    if script in ("condense", "evaluate"):
+        positive += ["factor"]
+    if script == "condense":
+        positive += ["ipc", "batch_real", "batch_syn_max", "eval_runs"]
+    if script == "evaluate":
+        positive += ["runs"]
+    for key in positive:
+        if getattr(a, key) < 1:
+            raise UserError(f"--{key} must be at least 1 (got {getattr(a, key)})")
+    if a.eval_epochs is not None and a.eval_epochs < 1:
+        raise UserError(f"--eval_epochs must be at least 1 (got {a.eval_epochs})")
+    if a.net_type not in NET_TYPES:
+        raise UserError(f"unknown --net_type '{a.net_type}'; choose one of: {', '.join(NET_TYPES)}")
+    if a.norm_type not in NORM_TYPES:
+        raise UserError(f"unknown --norm_type '{a.norm_type}'; choose one of: {', '.join(NORM_TYPES)}")
+    if not 0 <= a.mix_p <= 1:
+        raise UserError(f"--mix_p must lie in [0, 1] (got {a.mix_p})")
+    if script == "condense":
+        for key in ("niter", "num_premodel", "iter_calib", "eval_every"):
+            if getattr(a, key) < 0:
+                raise UserError(f"--{key} must be at least 0 (got {getattr(a, key)})")
+        if not 0 <= a.lam_min <= a.lam_max <= 1:
+            raise UserError(f"need 0 <= --lam_min <= --lam_max <= 1 (got {a.lam_min}, {a.lam_max})")
+        if a.lr_img <= 0:
+            raise UserError(f"--lr_img must be positive (got {a.lr_img})")
+
+
+def _resolve(script, a, explicit):
+    """Settings derived from others, computed once here and never reassigned later."""
+    if a.dsa_strategy is None:
+        from data.datasets import DATASETS
+        a.dsa_strategy = DATASETS[a.dataset].eval_dsa
+    if script == "condense" and a.eval_epochs is None:
+        bound = a.batch_syn_max if a.decode_type == "bound" else 0
+        a.eval_epochs = ipc_epochs(a.ipc, a.factor, a.nclass if a.dataset == "imagenet" else 10, bound)
+    if script == "condense":
+        if a.lr_img_per_ipc is not None and "lr_img" not in explicit:
+            a.lr_img = a.lr_img_per_ipc * a.ipc
+        if a.init is None:
+            # the reference forces mix whenever factor > 1; an explicit --init wins here
+            a.init = "mix" if a.factor > 1 else "random"
+    if a.pretrain_dir is None:
+        a.pretrain_dir = default_pretrain_dir(a)
+    if script == "condense" and a.save_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        a.save_dir = os.path.join("results", "condense", f"{dataset_tag(a)}_ipc{a.ipc}_f{a.factor}_"
+                                                         f"{a.net_type}{a.depth}_{stamp}")
+
+
+def parse(script, argv=None):
+    """Parse and resolve the settings of `script`; returns None after --print_config."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(script)
+    ns = parser.parse_args(argv)
+    explicit = _explicit(parser, argv)
+    settings = load_settings(ns.dataset)
+    known = set(vars(ns))
+    tables = [getattr(settings, "SETTINGS", {})] + ([getattr(settings, "REPRODUCE", {})] if ns.reproduce else [])
+    layers = [table.get(part, {}) for table in tables for part in ("common", script)]
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in known:
+                raise UserError(f"arguments/{ns.dataset}.py sets unknown key '{key}' for {script}.py; "
+                                f"fix the settings file")
+            if key not in explicit:
+                setattr(ns, key, value)
+    _validate(script, ns)
+    _resolve(script, ns, explicit)
+    if ns.print_config:
+        print(json.dumps(vars(ns), indent=2, sort_keys=True))
+        return None
+    return ns

@@ -1,0 +1,74 @@
+"""Per-class batches of real images, drawn from uint8 tensors kept on the run's device."""
+import torch
+
+
+def to_float(images):
+    """uint8 [0,255] -> float32 [0,1]; float input passes through."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+class ClassSampler:
+    """Endless per-class streams of real images (REFERENCE 2.3, ClassBatchSampler).
+
+    Each class is drawn without replacement within a pass over its images; the incomplete tail of a
+    pass is dropped. In-memory images move to `device` once; file-backed ones (ImageNet) are read
+    batch by batch.
+    """
+
+    def __init__(self, split, nclass, batch_size, device):
+        self.images = split.images.to(device) if torch.is_tensor(split.images) else split.images
+        self.labels = split.labels.cpu()
+        self.nclass, self.batch_size, self.device = nclass, batch_size, device
+        self.class_indices = [torch.nonzero(self.labels == c).flatten() for c in range(nclass)]
+        empty = [c for c, idx in enumerate(self.class_indices) if len(idx) == 0]
+        if empty:
+            from utils import UserError
+            raise UserError(f"class {empty[0]} has no training images; check the dataset's files")
+        self._perm = [None] * nclass
+        self._pos = [0] * nclass
+
+    def _gather(self, index):
+        """Images at dataset positions `index` (CPU LongTensor) as float [0,1] on the device."""
+        if torch.is_tensor(self.images):
+            return to_float(self.images[index.to(self.images.device)])
+        return to_float(self.images[index]).to(self.device)
+
+    def _next_indices(self, c):
+        """Dataset positions of class c's next batch."""
+        idx = self.class_indices[c]
+        size = min(len(idx), self.batch_size)
+        if self._perm[c] is None or self._pos[c] + size > len(idx):
+            self._perm[c], self._pos[c] = torch.randperm(len(idx)), 0
+        start = self._pos[c]
+        self._pos[c] += size
+        return idx[self._perm[c][start:start + size]]
+
+    def sample(self, c):
+        """The next batch of class c: float (B, C, H, W) in [0, 1] on the device."""
+        return self._gather(self._next_indices(c))
+
+    def sample_all(self):
+        """One batch per class, concatenated class by class, with the class id of every image."""
+        index = [self._next_indices(c) for c in range(self.nclass)]
+        groups = torch.cat([torch.full((len(i),), c) for c, i in enumerate(index)])
+        return self._gather(torch.cat(index)), groups.to(self.device)
+
+    def first(self, c, n):
+        """The first n images of class c in dataset order, cycling when the class has fewer."""
+        idx = self.class_indices[c]
+        return self._gather(idx[torch.arange(n) % len(idx)])
+
+    def state_dict(self):
+        """Stream positions, so a resumed run draws the same batches."""
+        return {"perm": self._perm, "pos": self._pos}
+
+    def load_state_dict(self, state):
+        self._perm, self._pos = list(state["perm"]), list(state["pos"])
+
+
+def epoch_batches(n, batch_size, device=None):
+    """Index batches of one random pass over n items (last batch partial)."""
+    perm = torch.randperm(n)
+    for start in range(0, n, batch_size):
+        idx = perm[start:start + batch_size]
+        yield idx if device is None else idx.to(device)

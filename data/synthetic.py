@@ -1,0 +1,163 @@
+"""The learnable synthetic set: pixel storage, initialisation and multi-formation decoding (IDC)."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from utils import UserError, atomic_save, safe_load
+
+
+def decode_zoom(images, factor):
+    """Split each image into factor x factor crops and upsample each crop back (REFERENCE 5.3).
+
+    (n, C, H, W) -> (n * factor^2, C, H, W), crop-major: all images' crop (0,0), then (0,1), ...
+    Sizes not divisible by the factor are padded right/bottom with 0.5 first.
+    """
+    if factor == 1:
+        return images
+    n, ch, h, w = images.shape
+    s = math.ceil(h / factor)
+    pad = s * factor - h
+    if pad:
+        images = F.pad(images, (0, pad, 0, pad), value=0.5)
+    crops = images.reshape(n, ch, factor, s, factor, s).permute(2, 4, 0, 1, 3, 5)
+    crops = crops.reshape(factor * factor * n, ch, s, s)
+    return F.interpolate(crops, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def decode_multi(images, factor):
+    """Decode at every factor 1..factor and concatenate."""
+    return torch.cat([decode_zoom(images, f) for f in range(1, factor + 1)])
+
+
+def decode_bound(images, factor, bound):
+    """Decode as many images as fit at the highest factor, the rest at lower ones (REFERENCE 5.3)."""
+    n = len(images)
+    budget, spare, idx, total, out = n, bound - n, 0, 0, []
+    for f in range(factor, 0, -1):
+        m = max(0, min(spare // (f * f), budget)) if f > 1 else budget
+        if m > 0:  # NOTE(reference): empty slices are skipped instead of reaching the upsampler
+            out.append(decode_zoom(images[idx:idx + m], f))
+        idx, budget, total = idx + m, budget - m, total + m * f * f
+        spare = bound - total - budget
+        if budget == 0:
+            break
+    return torch.cat(out)
+
+
+def decode(images, factor, decode_type="single", bound=128):
+    """Decode one class's storage images into training images."""
+    if factor == 1:
+        return images
+    if decode_type == "multi":
+        return decode_multi(images, factor)
+    if decode_type == "bound":
+        return decode_bound(images, factor, bound)
+    return decode_zoom(images, factor)
+
+
+def tile_mix(images, factor, ipc):
+    """Mix init: tile factor^2 groups of ipc real images, nearest-downsampled, into ipc images.
+
+    Tile k = i * factor + j (row-major) holds images k*ipc ... k*ipc + ipc - 1 (REFERENCE 5.2).
+    """
+    _, ch, h, w = images.shape
+    out = torch.empty(ipc, ch, h, w, dtype=images.dtype, device=images.device)
+    rows = [h // factor + (1 if i < h % factor else 0) for i in range(factor)]
+    cols = [w // factor + (1 if j < w % factor else 0) for j in range(factor)]
+    top = 0
+    for i, th in enumerate(rows):
+        left = 0
+        for j, tw in enumerate(cols):
+            k = i * factor + j
+            tile = F.interpolate(images[k * ipc:(k + 1) * ipc], size=(th, tw), mode="nearest")
+            out[:, :, top:top + th, left:left + tw] = tile
+            left += tw
+        top += th
+    return out
+
+
+class SyntheticSet:
+    """nclass * ipc storage images in [0,1] pixels, class-major; the only optimised tensor."""
+
+    def __init__(self, nclass, ipc, channels, size, factor=1, decode_type="single", device="cpu", data=None):
+        self.nclass, self.ipc, self.factor, self.decode_type = nclass, ipc, factor, decode_type
+        if data is None:
+            data = (torch.randn(nclass * ipc, channels, size, size) / 4 + 0.5).clamp_(0, 1)
+        self.data = data.detach().float().to(device).requires_grad_(True)
+        self.targets = torch.arange(nclass).repeat_interleave(ipc)
+
+    def init(self, how, sampler):
+        """Fill the storage from real data: 'random' (first images), 'mix' (tiled), or 'noise' (keep)."""
+        with torch.no_grad():
+            for c in range(self.nclass):
+                rows = slice(c * self.ipc, (c + 1) * self.ipc)
+                if how == "random":
+                    self.data[rows] = sampler.first(c, self.ipc)
+                elif how == "mix":
+                    real = sampler.first(c, self.ipc * self.factor ** 2)
+                    self.data[rows] = tile_mix(real, self.factor, self.ipc)
+                elif how != "noise":
+                    raise UserError(f"unknown --init '{how}'; choose random, mix or noise")
+
+    def decoded_per_class(self, max_size=0, classes=None, bound=None):
+        """Decoded images of the given classes, (len(classes), m, C, H, W), differentiable.
+
+        With max_size > 0 and more decoded images than that, a random subset of max_size per class.
+        'bound' decoding is bounded by `bound`, else by max_size (REFERENCE 5.4).
+        """
+        classes = range(self.nclass) if classes is None else classes
+        storage = self.data.view(self.nclass, self.ipc, *self.data.shape[1:])[list(classes)]
+        k, ipc = storage.shape[:2]
+        if self.decode_type == "single" or self.factor == 1:
+            # one batched decode of every class, then back to class-major order
+            flat = decode_zoom(storage.reshape(k * ipc, *storage.shape[2:]), self.factor)
+            out = flat.view(self.factor ** 2, k, ipc, *flat.shape[1:]).transpose(0, 1)
+            out = out.reshape(k, self.factor ** 2 * ipc, *flat.shape[1:])
+        else:
+            bound = bound or max_size or 128
+            out = torch.stack([decode(s, self.factor, self.decode_type, bound) for s in storage])
+        m = out.shape[1]
+        if 0 < max_size < m:
+            keep = torch.rand(k, m).argsort(dim=1)[:, :max_size].to(out.device)
+            out = out[torch.arange(k, device=out.device)[:, None], keep]
+        return out
+
+    def sample(self, c, max_size):
+        """Class c's decoded images (at most max_size), differentiable."""
+        return self.decoded_per_class(max_size, [c])[0]
+
+    def decoded(self, bound=128):
+        """The whole decoded training set (detached) and its labels, for evaluation.
+
+        'bound' decodes with bound=128 here, as the reference's evaluation loader does.
+        """
+        with torch.no_grad():
+            per_class = self.decoded_per_class(0, bound=bound)
+        k, m = per_class.shape[:2]
+        labels = torch.arange(k).repeat_interleave(m)
+        return per_class.reshape(k * m, *per_class.shape[2:]).detach(), labels
+
+    def save(self, path):
+        """Save [data, targets] in the reference format (float32, undecoded, class-major, CPU)."""
+        atomic_save([self.data.detach().float().cpu(), self.targets.clone()], path)
+
+
+def load_set(path, nclass, channels, size):
+    """Read a saved [data, targets] pair and check it fits the dataset; returns (data, ipc)."""
+    obj = safe_load(path, "condensed set")
+    if not (isinstance(obj, (list, tuple)) and len(obj) == 2 and all(torch.is_tensor(t) for t in obj)):
+        raise UserError(f"{path} is not a [data, targets] pair of tensors; pass a data_*.pt written by DANCE.py")
+    data, targets = obj
+    if data.dim() != 4 or tuple(data.shape[1:]) != (channels, size, size):
+        raise UserError(f"{path} holds images of shape {tuple(data.shape[1:])}, the dataset needs "
+                        f"{(channels, size, size)}; pass the set condensed for this dataset (-d)")
+    if len(data) == 0 or len(data) % nclass or len(targets) != len(data):
+        raise UserError(f"{path} holds {len(data)} images and {len(targets)} labels, not ipc images for "
+                        f"each of the dataset's {nclass} classes; pass the set condensed for this dataset")
+    ipc = len(data) // nclass
+    if not torch.equal(targets.long().cpu(), torch.arange(nclass).repeat_interleave(ipc)):
+        raise UserError(f"{path} is not class-major with {ipc} images per class; pass a set written by DANCE.py")
+    if not torch.isfinite(data).all():
+        raise UserError(f"{path} contains NaN or Inf pixels; use an earlier data_*.pt of that run")
+    return data.float(), ipc

@@ -1,0 +1,110 @@
+"""Train the expert networks DANCE draws its middle encoders from (REFERENCE 7).
+
+For each expert i: save its initial weights (premodel{i}_init.pth.tar), train it on the real
+training set, save the trained weights (premodel{i}_trained.pth.tar), and record it in
+manifest.json (model, dataset, seed, epochs, test accuracy). Finished experts are skipped.
+
+    python pretrain.py -d cifar10 --reproduce
+"""
+import os
+import time
+
+import torch
+from tqdm import tqdm
+
+from arguments import dataset_tag, parse
+from data.datasets import load_dataset
+from train import Recipe, fit
+from utils import (Logger, UserError, atomic_save, atomic_write_json, check_state_dict, expert_path,
+                   git_revision, make_network, network_config, read_json, run_cli, safe_load,
+                   seed_everything, select_device)
+
+MANIFEST = "manifest.json"
+
+
+def expert_recipe(args):
+    """Expert training: per-sample DSA of aug_type (cutout dropped under CutMix), batch batch_real."""
+    ops = [op for op in args.aug_type.split("_") if not (op == "cutout" and args.mixup == "cut")]
+    return Recipe(epochs=args.pretrain_epochs, lr=args.lr, momentum=args.momentum,
+                  weight_decay=args.weight_decay, batch_size=args.batch_real, dsa_strategy="_".join(ops),
+                  mix_p=args.mix_p if args.mixup == "cut" else 0.0, beta=args.beta, eval_interval=0)
+
+
+def new_manifest(args, network):
+    """What the next stage needs to check it loads experts of the right kind."""
+    return {"dataset": dataset_tag(args), "network": network, "seed": args.seed,
+            "epochs": args.pretrain_epochs, "experts": {}}
+
+
+def load_manifest(folder, expected):
+    """The folder's manifest; a folder of other experts is refused rather than mixed."""
+    manifest = read_json(os.path.join(folder, MANIFEST))
+    if manifest is None:
+        return expected
+    for key in ("dataset", "network", "epochs"):
+        if manifest.get(key) != expected[key]:
+            raise UserError(f"{folder} holds experts with another {key} ({manifest.get(key)} vs "
+                            f"{expected[key]}); pass a new --pretrain_dir or delete that folder")
+    return manifest
+
+
+def is_finished(folder, index, manifest, model):
+    """True when expert `index` is recorded as finished and both checkpoints load into `model`."""
+    if str(index) not in manifest["experts"]:
+        return False
+    for stage in ("init", "trained"):
+        path = expert_path(folder, index, stage)
+        try:
+            check_state_dict(model, safe_load(path, "expert checkpoint"), path)
+        except UserError:
+            return False
+    return True
+
+
+def train_expert(index, args, network, train, test, info, device, log):
+    """Train one expert from scratch; save init and trained weights; return its record."""
+    seed_everything(args.seed * 1000 + index)  # per expert, so any one can be retrained alone
+    model = make_network(network, device)
+    atomic_save(model.state_dict(), expert_path(args.pretrain_dir, index, "init"))
+    recipe = expert_recipe(args)
+    start = time.time()
+    with tqdm(total=recipe.epochs, desc=f"expert {index}", leave=False) as bar:
+        def progress(epoch, loss, acc):
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}")
+
+        result = fit(model, train.images, train.labels, test, info.mean, info.std, recipe, device,
+                     progress=progress)
+    atomic_save(model.state_dict(), expert_path(args.pretrain_dir, index, "trained"))
+    seconds = time.time() - start
+    log(f"expert {index}: test acc {result['final']:.2f} after {recipe.epochs} epochs ({seconds:.0f} s)")
+    return {"test_acc": result["final"], "seconds": round(seconds, 1)}
+
+
+def main(args):
+    device = select_device(args.device)
+    seed_everything(args.seed)
+    train, test, info = load_dataset(args.dataset, args.data_dir, download=args.download, size=args.size,
+                                     nclass=args.nclass, phase=args.phase)
+    if torch.is_tensor(train.images):
+        train.images = train.images.to(device)
+    os.makedirs(args.pretrain_dir, exist_ok=True)
+    log = Logger(args.pretrain_dir)
+    log(f"pretrain {dataset_tag(args)} on {device}, git {git_revision()}: {vars(args)}")
+    atomic_write_json(vars(args), os.path.join(args.pretrain_dir, "args.json"))
+
+    network = network_config(args, info)
+    manifest = load_manifest(args.pretrain_dir, new_manifest(args, network))
+    probe = make_network(network, "cpu")
+    for index in range(args.pretrain_amount):
+        if is_finished(args.pretrain_dir, index, manifest, probe):
+            log(f"expert {index}: already trained, skipped")
+            continue
+        manifest["experts"][str(index)] = train_expert(index, args, network, train, test, info, device, log)
+        atomic_write_json(manifest, os.path.join(args.pretrain_dir, MANIFEST))
+    accs = [manifest["experts"][str(i)]["test_acc"] for i in range(args.pretrain_amount)]
+    log(f"{len(accs)} experts in {args.pretrain_dir}: mean test acc {sum(accs) / len(accs):.2f}")
+
+
+if __name__ == "__main__":
+    run_cli(main, lambda: parse("pretrain"))

@@ -1,0 +1,125 @@
+"""The method's pieces against hand-computed cases: losses, interpolation, update schedules."""
+import argparse
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import DANCE
+from data.datasets import Split
+from data.sampler import ClassSampler
+from data.synthetic import SyntheticSet
+from utils import UserError, atomic_save, expert_path, make_network
+
+
+def test_inner_class_loss_hand_case():
+    real = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # mean (2, 3)
+    syn = torch.tensor([[0.0, 0.0]])
+    assert DANCE.inner_class_loss(real, syn).item() == pytest.approx(13.0)
+
+
+def test_joint_inner_loss_is_sum_of_per_class_losses():
+    torch.manual_seed(0)
+    real, syn = torch.randn(7, 5), torch.randn(6, 5)
+    groups_real = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    groups_syn = torch.tensor([0, 0, 1, 1, 2, 2])
+    joint = DANCE.inner_class_loss(real, syn, groups_real, groups_syn, nclass=3)
+    per_class = sum(DANCE.inner_class_loss(real[groups_real == c], syn[groups_syn == c]) for c in range(3))
+    torch.testing.assert_close(joint, per_class)
+
+
+def test_calibration_loss_is_sum_of_per_class_means():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 0, 0, 2, 2, 1])
+    expected = sum(F.cross_entropy(logits[labels == c], labels[labels == c]) for c in range(3))
+    torch.testing.assert_close(DANCE.calibration_loss(logits, labels), expected)
+    one = torch.tensor([1, 1])
+    torch.testing.assert_close(DANCE.calibration_loss(logits[:2], one), F.cross_entropy(logits[:2], one))
+
+
+NETWORK = {"net_type": "convnet", "config": dict(nclass=3, channels=1, size=8, depth=1, width=0.05,
+                                                 norm_type="instance")}
+
+
+def _write_experts(folder, count):
+    for i in range(count):
+        for stage in ("init", "trained"):
+            atomic_save(make_network(NETWORK, "cpu").state_dict(), expert_path(folder, i, stage))
+
+
+def test_middle_encoder_interpolates_parameters(tmp_path):
+    _write_experts(str(tmp_path), 2)
+    bank = DANCE.ExpertBank(str(tmp_path), 2, NETWORK, "cpu", "python pretrain.py ...")
+    init = torch.load(expert_path(str(tmp_path), 1, "init"), weights_only=True)
+    trained = torch.load(expert_path(str(tmp_path), 1, "trained"), weights_only=True)
+    for lam in (0.0, 0.3, 1.0):
+        encoder = bank.middle(1, lam)
+        for name, p in encoder.named_parameters():
+            torch.testing.assert_close(p, lam * init[name] + (1 - lam) * trained[name])
+            assert not p.requires_grad
+    for name, p in bank.expert(1).named_parameters():
+        torch.testing.assert_close(p, trained[name])
+
+
+def test_expert_bank_errors_name_the_fix(tmp_path):
+    with pytest.raises(UserError, match="python pretrain.py -d x"):
+        DANCE.ExpertBank(str(tmp_path), 1, NETWORK, "cpu", "python pretrain.py -d x")
+    _write_experts(str(tmp_path), 1)
+    wider = {"net_type": "convnet", "config": dict(NETWORK["config"], width=0.1)}
+    with pytest.raises(UserError, match="layers.conv.0.weight"):
+        DANCE.ExpertBank(str(tmp_path), 1, wider, "cpu", "")
+
+
+class PixelNet(torch.nn.Module):
+    """Features are the pixels themselves, so the inner loss is hand-computable."""
+
+    def forward(self, x, return_features=False):
+        f = x.flatten(1)
+        return (f, f) if return_features else f
+
+
+def _two_class_setup(update):
+    # real class 0 is all zeros, class 1 all ones; synthetic starts at 0.5 everywhere
+    images = torch.cat([torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 255.0)]).to(torch.uint8)
+    sampler = ClassSampler(Split(images, torch.tensor([0, 0, 1, 1])), 2, 8, "cpu")
+    synset = SyntheticSet(2, 1, 1, 2, data=torch.full((2, 1, 2, 2), 0.5))
+    optimizer = torch.optim.SGD([synset.data], lr=0.1, momentum=0.5)
+    args = argparse.Namespace(batch_syn_max=0, iter_calib=0, update=update)
+    return sampler, synset, optimizer, args
+
+
+def test_per_class_update_shares_momentum_across_classes():
+    sampler, synset, optimizer, args = _two_class_setup("per_class")
+    DANCE.per_class_update(synset, sampler, PixelNet(), None, lambda x, groups=None: x, optimizer, args)
+    # step 1 (class 0): grad 2*(0.5-0) = 1 -> class 0 at 0.4; buffer (1, 0)
+    # step 2 (class 1): grad 2*(0.5-1) = -1; buffer (0.5, -1) -> class 0 at 0.35, class 1 at 0.6
+    torch.testing.assert_close(synset.data[0].detach(), torch.full((1, 2, 2), 0.35))
+    torch.testing.assert_close(synset.data[1].detach(), torch.full((1, 2, 2), 0.6))
+
+
+def test_joint_update_takes_one_step_for_all_classes():
+    sampler, synset, optimizer, args = _two_class_setup("joint")
+    DANCE.joint_update(synset, sampler, PixelNet(), None, lambda x, groups=None: x, optimizer, args)
+    torch.testing.assert_close(synset.data[0].detach(), torch.full((1, 2, 2), 0.4))
+    torch.testing.assert_close(synset.data[1].detach(), torch.full((1, 2, 2), 0.6))
+
+
+def test_calibration_step_is_sgd_on_the_expert_cross_entropy():
+    sampler, synset, optimizer, args = _two_class_setup("per_class")
+    with torch.no_grad():  # synthetic = real class means, so the inner view has zero gradient
+        synset.data.copy_(torch.tensor([0.0, 1.0]).view(2, 1, 1, 1).expand(2, 1, 2, 2))
+    args.iter_calib = 1
+    torch.manual_seed(0)
+    expert = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    expert.requires_grad_(False)
+    start = synset.data.detach().clone()
+    grads = []
+    for c in range(2):
+        x = start[c:c + 1].clone().requires_grad_(True)
+        F.cross_entropy(expert(x), torch.tensor([c])).backward()
+        grads.append(x.grad[0])
+    DANCE.per_class_update(synset, sampler, PixelNet(), expert, lambda x, groups=None: x, optimizer, args)
+    # class 0: its own step, then momentum 0.5 of it during class 1's step
+    torch.testing.assert_close(synset.data[0].detach(), start[0] - 0.1 * grads[0] * 1.5)
+    torch.testing.assert_close(synset.data[1].detach(), start[1] - 0.1 * grads[1])
+    assert all(p.grad is None for p in expert.parameters())

@@ -1,0 +1,94 @@
+"""End to end: pretrain.py -> DANCE.py -> evaluate.py on every dataset's fixture, in process and by CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import DANCE
+import evaluate
+import pretrain
+from arguments import parse
+from data.datasets import DATASETS
+from tests.fixtures import write_fixture
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_NET = ["--width", "0.0625", "--seed", "1", "--device", "cpu"]
+TINY_EVAL = ["--eval_epochs", "1", "--eval_interval", "1", "--batch_size", "16"]
+
+
+def tiny_pipeline_args(name, tmp_path):
+    """argv lists of the three scripts for a tiny run on `name`'s fixture."""
+    data_dir = write_fixture(name, str(tmp_path / "data")) or str(tmp_path / "data")
+    common = ["-d", name, "--data_dir", data_dir, "--pretrain_dir", str(tmp_path / "experts")] + TINY_NET
+    if name == "folder":
+        common += ["--size", "16"]
+    pre = common + ["--pretrain_amount", "1", "--pretrain_epochs", "1", "--batch_real", "16"]
+    cond = common + TINY_EVAL + ["--ipc", "1", "--factor", "2", "--niter", "2", "--eval_every", "1",
+                                 "--num_premodel", "1", "--batch_real", "4", "--save_dir", str(tmp_path / "run")]
+    ev = common + TINY_EVAL + ["--factor", "2", "--runs", "2", "--data", str(tmp_path / "run" / "data_best.pt")]
+    return pre, cond, ev
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_pipeline_runs_on_every_dataset_fixture(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pre, cond, ev = tiny_pipeline_args(name, tmp_path)
+    pretrain.main(parse("pretrain", pre))
+    manifest = json.load(open(tmp_path / "experts" / "manifest.json"))
+    assert set(manifest["experts"]) == {"0"} and manifest["network"]["net_type"] in ("convnet", "resnet_ap")
+    for stage in ("init", "trained"):
+        assert (tmp_path / "experts" / f"premodel0_{stage}.pth.tar").is_file()
+
+    DANCE.main(parse("condense", cond))
+    run = tmp_path / "run"
+    for f in ("args.json", "log.txt", "data_0.pt", "data_1.pt", "data_2.pt", "data_best.pt", "init.png", "img2.png"):
+        assert (run / f).is_file(), f
+    data, targets = torch.load(run / "data_2.pt", weights_only=True)
+    info_nclass = len(targets.unique())
+    assert data.dtype == torch.float32 and len(data) == info_nclass  # ipc 1, undecoded
+    assert targets.tolist() == sorted(targets.tolist())
+
+    result = evaluate.main(parse("evaluate", ev))
+    assert len(result["final"]) == 2 and all(0 <= a <= 100 for a in result["final"])
+
+
+def test_same_seed_gives_the_same_synthetic_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pre, cond, _ = tiny_pipeline_args("cifar10", tmp_path)
+    pretrain.main(parse("pretrain", pre))
+    sets = []
+    for i in range(2):
+        argv = [a if a != str(tmp_path / "run") else str(tmp_path / f"run{i}") for a in cond]
+        DANCE.main(parse("condense", argv + ["--update", "joint"]))
+        sets.append(torch.load(tmp_path / f"run{i}" / "data_2.pt", weights_only=True)[0])
+    assert torch.equal(sets[0], sets[1])
+    DANCE.main(parse("condense", [a if a != str(tmp_path / "run") else str(tmp_path / "run_eval_off")
+                                  for a in cond] + ["--update", "joint", "--eval_every", "0"]))
+    # evaluation runs under its own random streams: turning it off leaves the set unchanged
+    assert torch.equal(sets[0], torch.load(tmp_path / "run_eval_off" / "data_2.pt", weights_only=True)[0])
+
+
+def test_plain_dm_and_no_calibration_ablations_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, cond, _ = tiny_pipeline_args("mnist", tmp_path)
+    DANCE.main(parse("condense", cond + ["--num_premodel", "0", "--iter_calib", "0", "--eval_every", "0"]))
+    log = open(tmp_path / "run" / "log.txt").read()
+    assert "plain DM" in log and (tmp_path / "run" / "data_2.pt").is_file()
+    assert not (tmp_path / "run" / "data_best.pt").exists()
+
+
+def cli(script, *argv, cwd):
+    """Run a script through its command line."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_command_lines_end_to_end(tmp_path):
+    pre, cond, ev = tiny_pipeline_args("cifar10", tmp_path)
+    for script, argv in (("pretrain.py", pre), ("DANCE.py", cond), ("evaluate.py", ev)):
+        out = cli(script, *argv, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert "final acc" in out.stdout and "+-" in out.stdout and "best over test checks" in out.stdout

@@ -1,0 +1,214 @@
+"""Shared machinery: user errors, seeding, device choice, atomic writes, safe loading, logging, grids."""
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one line, exit status 2, no traceback."""
+
+
+def run_cli(main, parse):
+    """Run `main(parse())`; a UserError becomes one line on stderr and exit status 2."""
+    try:
+        args = parse()
+        if args is None:
+            return 0
+        main(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    return 0
+
+
+def seed_everything(seed):
+    """Seed python, numpy and torch (any value, 0 included)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def select_device(name="auto"):
+    """The one place a device is chosen: 'auto' picks the accelerator when present."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} was asked for but no CUDA device is visible; use --device cpu")
+    return torch.device(name)
+
+
+def _atomic_write(path, write_fn):
+    """Write through a temp file in the same folder, fsync, then rename over `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_save(obj, path):
+    """torch.save `obj` to `path` atomically: a crash never leaves a truncated file."""
+    try:
+        _atomic_write(path, lambda f: torch.save(obj, f))
+    except OSError as e:
+        raise UserError(f"could not write {path}: {e.strerror}; check the folder's permissions and free space")
+
+
+def atomic_write_text(text, path):
+    """Write a text file atomically."""
+    try:
+        _atomic_write(path, lambda f: f.write(text.encode()))
+    except OSError as e:
+        raise UserError(f"could not write {path}: {e.strerror}; check the folder's permissions and free space")
+
+
+def atomic_write_json(obj, path):
+    """Write JSON atomically, indented for people to read."""
+    atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+def safe_load(path, what="file"):
+    """torch.load with weights_only=True; a missing, corrupt or code-carrying file is a UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad pickles and truncated zips
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read {what} {path} ({reason[:160]}); it is corrupt, truncated or not a "
+                        f"tensor file: recreate it")
+
+
+def check_state_dict(model, state, path):
+    """Refuse a checkpoint whose keys or shapes differ from `model`, naming the first mismatch."""
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a state_dict; recreate it with pretrain.py")
+    own = model.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise UserError(f"{path} does not match the model: key '{key}' is missing; "
+                            f"check --net_type/--depth/--width/--norm_type or retrain the experts")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise UserError(f"{path} does not match the model: '{key}' has shape {tuple(state[key].shape)}, "
+                            f"the model needs {tuple(value.shape)}; check --net_type/--depth/--width/"
+                            f"--norm_type or retrain the experts")
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise UserError(f"{path} does not match the model: unexpected key '{extra[0]}'; "
+                        f"check --net_type/--depth/--width/--norm_type or retrain the experts")
+
+
+def git_revision():
+    """The repository's git revision, or 'unknown' outside a checkout."""
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Logger:
+    """Print and append to a plain log file; metrics go to a JSON-lines file beside it."""
+
+    def __init__(self, folder=None, name="log.txt"):
+        self.path = os.path.join(folder, name) if folder else None
+        self.metrics_path = os.path.join(folder, "metrics.jsonl") if folder else None
+
+    def __call__(self, msg):
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+    def metrics(self, **values):
+        """Append one JSON line of metrics."""
+        if self.metrics_path:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(values, default=float) + "\n")
+
+
+def save_grid(images, path, nrow=10, max_images=200, max_width=64):
+    """Save the first `max_images` images ([0,1] pixels) as a PNG grid, atomically."""
+    from torchvision.utils import save_image
+
+    x = images[:max_images].detach().float().cpu().clamp(0, 1)
+    if x.shape[-1] > max_width:
+        x = torch.nn.functional.interpolate(x, size=(max_width, max_width), mode="nearest")
+    _atomic_write(path, lambda f: save_image(x, f, nrow=nrow, format="png"))
+
+
+@contextmanager
+def timer(store, key):
+    """Accumulate wall time of a block into store[key]."""
+    start = time.perf_counter()
+    yield
+    store[key] = store.get(key, 0.0) + time.perf_counter() - start
+
+
+def network_config(args, info):
+    """The model the run's settings describe: {'net_type': ..., 'config': constructor kwargs}."""
+    from models import model_config
+
+    config = model_config(args.net_type, info.nclass, info.channels, info.size, args.depth, args.width,
+                          args.norm_type, info.cifar_layout)
+    return {"net_type": args.net_type, "config": config}
+
+
+def make_network(network, device):
+    """A freshly initialised network of `network_config`'s description, on `device`."""
+    from models import MODELS
+
+    return MODELS[network["net_type"]](**network["config"]).to(device)
+
+
+def expert_path(folder, index, stage):
+    """Reference file names: premodel{i}_init.pth.tar / premodel{i}_trained.pth.tar."""
+    return os.path.join(folder, f"premodel{index}_{stage}.pth.tar")
+
+
+def read_json(path):
+    """A JSON file's content, or None when it does not exist; a corrupt one is a UserError."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path} ({e}); delete it or restore it")
+
+
+@contextmanager
+def preserved_rng():
+    """Run a block without moving the python, numpy and torch random streams of the caller."""
+    py, np_state, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
