@@ -168,7 +168,8 @@ def prepare_run_dir(folder):
     os.makedirs(folder, exist_ok=True)
 
 
-def main(args):
+def main(args, on_iteration=None):
+    """Condense; `on_iteration(it, synset, bank)`, if given, runs after every iteration (for analyses)."""
     # Setup: device, seed, run folder, data.
     device = select_device(args.device)
     seed_everything(args.seed)
@@ -230,6 +231,8 @@ def main(args):
         with torch.no_grad():
             synset.data.clamp_(0, 1)
         inner, inter = update(synset, sampler, encoder, expert, aug, optimizer, args)
+        if on_iteration is not None:
+            on_iteration(it, synset, bank)
         if it % 20 == 0 or it == args.niter - 1:
             calib = args.iter_calib if expert is not None else 0
             inner, inter = float(inner) / info.nclass, float(inter) / info.nclass / max(calib, 1)
@@ -241,6 +244,7 @@ def main(args):
     if not (args.eval_every and args.niter % args.eval_every == 0) or args.niter == 0:
         evaluate_and_save(args.niter)  # the final set is always saved
     log(f"done: {args.niter} iterations in {time.time() - start:.0f} s; results in {args.save_dir}")
+    return synset
 
 
 if __name__ == "__main__":

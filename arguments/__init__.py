@@ -110,7 +110,13 @@ def _evaluate(p):
     g = p.add_argument_group("evaluation")
     _decoding(g)
     g.add_argument("--data", default=None, help="a condensed set saved by DANCE.py ([data, targets] .pt)")
+    g.add_argument("--baseline", choices=("random", "herding", "kcenter", "full"), default=None,
+                   help="evaluate real images instead: ipc per class (tiled like mix-init when factor > 1), "
+                        "or the full training set; herding/kcenter use expert 0's features")
+    g.add_argument("-i", "--ipc", type=int, default=10, help="--baseline only: images per class")
     g.add_argument("--runs", type=int, default=3, help="fresh networks trained on the set")
+    g.add_argument("--results", default=os.path.join("results", "evaluations.jsonl"),
+                   help="every evaluation appends one JSON line here")
 
 
 SCRIPT_FLAGS = {"pretrain": _pretrain, "condense": _condense, "evaluate": _evaluate}
@@ -185,9 +191,9 @@ def _validate(script, a):
     if script == "pretrain":
         positive += ["pretrain_amount", "pretrain_epochs", "batch_real"]
     if script in ("condense", "evaluate"):
-        positive += ["factor"]
+        positive += ["ipc", "factor"]
     if script == "condense":
-        positive += ["ipc", "batch_real", "batch_syn_max", "eval_runs"]
+        positive += ["batch_real", "batch_syn_max", "eval_runs"]
     if script == "evaluate":
         positive += ["runs"]
     for key in positive:

@@ -92,3 +92,15 @@ def test_command_lines_end_to_end(tmp_path):
         out = cli(script, *argv, cwd=tmp_path)
         assert out.returncode == 0, out.stderr[-2000:]
     assert "final acc" in out.stdout and "+-" in out.stdout and "best over test checks" in out.stdout
+
+
+def test_quickstart_short_path(tmp_path, monkeypatch, capsys):
+    import quickstart
+    monkeypatch.chdir(tmp_path)
+    argv = ["--device", "cpu", "--pretrain_epochs", "1", "--niter", "2", "--eval_epochs", "1", "--runs", "1",
+            "--ipc", "1"]
+    rows = quickstart.main(quickstart.quickstart_parser().parse_args(argv))
+    assert [name for name, _ in rows] == ["DANCE (condensed)", "random real subset", "whole training set"]
+    out = capsys.readouterr().out
+    grid = out.strip().splitlines()[-1].split(": ")[1]
+    assert (tmp_path / grid).is_file() and "whole training set" in out
