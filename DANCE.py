@@ -176,6 +176,7 @@ def main(args, on_iteration=None):
     train, test, info = load_dataset(args.dataset, args.data_dir, download=args.download, size=args.size,
                                      nclass=args.nclass, phase=args.phase)
     sampler = ClassSampler(train, info.nclass, args.batch_real, device)
+    test = test.to(device)
     network = network_config(args, info)
 
     # Expert bank: every (init, trained) pair in memory; none means plain DM.

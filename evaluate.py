@@ -127,7 +127,7 @@ def main(args):
                         "kcenter|full")
     train, test, info = load_dataset(args.dataset, args.data_dir, download=args.download, size=args.size,
                                      nclass=args.nclass, phase=args.phase)
-    network = network_config(args, info)
+    network, test = network_config(args, info), test.to(device)
     seed_everything(args.seed)
     if args.data is not None:
         data, ipc = load_set(args.data, info.nclass, info.channels, info.size)

@@ -9,7 +9,6 @@ manifest.json (model, dataset, seed, epochs, test accuracy). Finished experts ar
 import os
 import time
 
-import torch
 from tqdm import tqdm
 
 from arguments import dataset_tag, parse
@@ -86,8 +85,7 @@ def main(args):
     seed_everything(args.seed)
     train, test, info = load_dataset(args.dataset, args.data_dir, download=args.download, size=args.size,
                                      nclass=args.nclass, phase=args.phase)
-    if torch.is_tensor(train.images):
-        train.images = train.images.to(device)
+    train, test = train.to(device), test.to(device)
     os.makedirs(args.pretrain_dir, exist_ok=True)
     log = Logger(args.pretrain_dir)
     log(f"pretrain {dataset_tag(args)} on {device}, git {git_revision()}: {vars(args)}")

@@ -13,7 +13,7 @@ from data.sampler import epoch_batches, to_float
 def _batch(images, index, device):
     """Float [0,1] images at `index`, on the device (in-memory tensor or file-backed images)."""
     if torch.is_tensor(images):
-        return to_float(images[index.to(images.device)])
+        return to_float(images[index.to(images.device)]).to(device, non_blocking=True)
     return to_float(images[index.cpu()]).to(device)
 
 

@@ -156,6 +156,8 @@ def save_grid(images, path, nrow=10, max_images=200, max_width=64):
     x = images[:max_images].detach().float().cpu().clamp(0, 1)
     if x.shape[-1] > max_width:
         x = torch.nn.functional.interpolate(x, size=(max_width, max_width), mode="nearest")
+    elif x.shape[-1] < 32:  # tiny images (digits) are enlarged so a person can see them
+        x = torch.nn.functional.interpolate(x, scale_factor=-(-32 // x.shape[-1]), mode="nearest")
     _atomic_write(path, lambda f: save_image(x, f, nrow=nrow, format="png"))
 
 

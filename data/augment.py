@@ -5,6 +5,7 @@ Every op below is a pure function of x and one parameter per sample; `DiffAug` d
 x is N x C x H x W; "x" indices run along H (dim 2) and "y" indices along W (dim 3), as in the reference.
 All randomness comes from torch, so `torch.manual_seed` makes every call reproducible.
 """
+import functools
 import math
 
 import torch
@@ -199,11 +200,19 @@ class DiffAug:
         return x.contiguous()
 
 
+@functools.lru_cache(maxsize=64)
+def _channel_stats(values, dtype, device):
+    """A (1, C, 1, 1) tensor of per-channel values, built once per device (no copy per call)."""
+    return torch.tensor(values, dtype=dtype, device=device).view(1, -1, 1, 1)
+
+
 def normalize(x, mean, std):
     """Per-channel (x - mean) / std; mean and std are sequences or tensors of length C."""
-    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - mean) / std
+    if torch.is_tensor(mean) or torch.is_tensor(std):
+        mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+    return (x - _channel_stats(tuple(mean), x.dtype, x.device)) / _channel_stats(tuple(std), x.dtype, x.device)
 
 
 # ----------------------------------------------------------------------------------------------

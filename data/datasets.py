@@ -65,6 +65,11 @@ class Split:
     def __len__(self):
         return len(self.labels)
 
+    def to(self, device):
+        """The split with in-memory images and labels on `device` (file-backed images stay on disk)."""
+        images = self.images.to(device) if torch.is_tensor(self.images) else self.images
+        return Split(images, self.labels.to(device))
+
 
 class ImageFiles:
     """Images read from disk on demand, resized (shorter side, bilinear) + centre-cropped to `size`, as uint8 CHW."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import build_model
-from tests.fixtures import write_fixture, write_imagenet_subset
+from tests.fixtures import write_imagenet_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

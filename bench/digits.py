@@ -1,0 +1,98 @@
+"""Benchmark on the embedded digits: DANCE, its ablations and real-image baselines, over seeds.
+
+    python bench/digits.py                       # about 35 minutes on 2 CPU cores
+    python bench/digits.py --seeds 0 1 2 --ipcs 1 10 --out results/bench/digits
+
+Every row is evaluated with the same protocol (arguments/digits.py: ConvNet-3 width 0.25, 300
+epochs, final-epoch test accuracy), one network per seed; the table gives mean +- std over seeds.
+Experts are trained once per seed. Writes <out>.md (markdown table) and <out>.json.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import DANCE  # noqa: E402
+import evaluate  # noqa: E402
+import pretrain  # noqa: E402
+from arguments import parse  # noqa: E402
+from utils import atomic_write_json, atomic_write_text  # noqa: E402
+
+# key -> (row name, extra DANCE.py flags); None: a real-image baseline of evaluate.py
+METHODS = {
+    "random": ("random real subset", None),
+    "herding": ("herding", None),
+    "dm": ("DM (fresh random net, no calibration)", ["--num_premodel", "0", "--iter_calib", "0"]),
+    "no_calib": ("DANCE without calibration", ["--iter_calib", "0"]),
+    "no_middle": ("DANCE without middle encoders (trained experts)", ["--lam_min", "0", "--lam_max", "0"]),
+    "dance": ("DANCE", []),
+}
+
+
+def run_rows(q):
+    """Accuracy of every method at every ipc and seed: {ipc: {method: [acc per seed]}}, plus the whole set."""
+    table = {ipc: {key: [] for key in METHODS} for ipc in q.ipcs}
+    whole = []
+    for seed in q.seeds:
+        root = os.path.join(q.out, f"seed{seed}")
+        common = ["-d", "digits", "--device", q.device, "--seed", str(seed),
+                  "--pretrain_dir", os.path.join(root, "experts")]
+        evaluation = common + ["--runs", "1", "--results", os.path.join(root, "evaluations.jsonl")]
+        pretrain.main(parse("pretrain", common))
+        for ipc in q.ipcs:
+            for key, (name, flags) in METHODS.items():
+                if flags is None:
+                    argv = ["--baseline", key, "--ipc", str(ipc)]
+                else:
+                    args = parse("condense", common + flags + ["--ipc", str(ipc), "--eval_every", "0",
+                                                               "--save_dir", os.path.join(root, f"ipc{ipc}_{key}")])
+                    final = os.path.join(args.save_dir, f"data_{args.niter}.pt")
+                    if not os.path.isfile(final):  # a rerun reuses finished condensations, redoes broken ones
+                        shutil.rmtree(args.save_dir, ignore_errors=True)
+                        DANCE.main(args)
+                    argv = ["--data", final]
+                result = evaluate.main(parse("evaluate", evaluation + argv))
+                table[ipc][key].append(result["final"][0])
+                print(f"seed {seed} ipc {ipc} {name}: {result['final'][0]:.2f}", flush=True)
+        if not q.skip_whole:
+            whole.append(evaluate.main(parse("evaluate", evaluation + ["--baseline", "full"]))["final"][0])
+    return table, whole
+
+
+def fmt(accs):
+    return f"{statistics.mean(accs):.1f} +- {statistics.pstdev(accs):.1f}" if accs else "-"
+
+
+def markdown(table, whole, q):
+    """The table as markdown, one column per ipc."""
+    head = "| method | " + " | ".join(f"IPC {ipc}" for ipc in q.ipcs) + " |"
+    lines = [head, "|---|" + "---|" * len(q.ipcs)]
+    for key, (name, _) in METHODS.items():
+        lines.append(f"| {name} | " + " | ".join(fmt(table[ipc][key]) for ipc in q.ipcs) + " |")
+    lines.append("| whole training set | " + " | ".join(fmt(whole) for _ in q.ipcs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--ipcs", type=int, nargs="+", default=[1, 10])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=os.path.join("results", "bench", "digits"))
+    p.add_argument("--skip_whole", action="store_true", help="skip the whole-training-set row (slowest)")
+    q = p.parse_args()
+    start = time.time()
+    table, whole = run_rows(q)
+    text = markdown(table, whole, q)
+    atomic_write_text(text, q.out + ".md")
+    atomic_write_json({"seeds": q.seeds, "ipcs": q.ipcs, "table": table, "whole": whole,
+                       "seconds": round(time.time() - start)}, q.out + ".json")
+    print(f"\ndigits, final-epoch test accuracy, mean +- std over seeds {q.seeds}:\n{text}")
+    print(f"written: {q.out}.md, {q.out}.json ({time.time() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
