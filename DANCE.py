@@ -10,6 +10,7 @@ classify the synthetic images correctly. Both are SGD steps on the synthetic pix
 import glob
 import os
 import random
+import statistics
 import time
 
 import torch
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from arguments import dataset_tag, parse
 from data.augment import DiffAug, normalize
-from data.datasets import load_dataset
+from data.datasets import holdout, load_dataset
 from data.sampler import ClassSampler
 from data.synthetic import SyntheticSet
 from evaluate import eval_recipe, evaluate_set, summary
@@ -175,6 +176,11 @@ def main(args, on_iteration=None):
     seed_everything(args.seed)
     train, test, info = load_dataset(args.dataset, args.data_dir, download=args.download, size=args.size,
                                      nclass=args.nclass, phase=args.phase)
+    # NOTE(reference): data_best.pt is chosen on a held-out part of the training set, not on the test split
+    val = None
+    if args.select_by == "val":
+        train, val = holdout(train, info.nclass, args.val_split, seed=args.seed)
+        val = val.to(device)
     sampler = ClassSampler(train, info.nclass, args.batch_real, device)
     test = test.to(device)
     network = network_config(args, info)
@@ -213,13 +219,15 @@ def main(args, on_iteration=None):
         images, labels = synset.decoded()
         with preserved_rng():  # evaluation never changes the condensation's random streams
             result = evaluate_set(images, labels, test, info, network, recipe, device, args.eval_runs,
-                                  seed=args.seed + it, log=lambda m: None)
-        log(f"iter {it}: {summary(result)}")
-        log.metrics(iter=it, acc=result["mean"], std=result["std"], best_check=result["best_mean"])
-        if result["mean"] > best:
-            best = result["mean"]
+                                  seed=args.seed + it, log=lambda m: None, val=val)
+        score = statistics.mean(result["val"]) if val is not None else result["mean"]
+        log(f"iter {it}: {args.select_by} acc {score:.2f}; test {summary(result)}")
+        log.metrics(iter=it, select_acc=score, test_acc=result["mean"], test_std=result["std"],
+                    test_best_check=result["best_mean"])
+        if score > best:
+            best = score
             synset.save(os.path.join(args.save_dir, "data_best.pt"))
-            log(f"iter {it}: new best {best:.2f}, saved data_best.pt")
+            log(f"iter {it}: new best {args.select_by} acc {best:.2f}, saved data_best.pt")
 
     # Condensation loop (REFERENCE 6.2).
     for it in range(args.niter):

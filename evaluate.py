@@ -20,7 +20,7 @@ from data.coreset import SELECTORS, select_random
 from data.datasets import load_dataset
 from data.sampler import to_float
 from data.synthetic import SyntheticSet, load_set
-from train import Recipe, fit
+from train import Recipe, fit, test_accuracy
 from utils import (UserError, check_state_dict, expert_path, git_revision, make_network, network_config, run_cli,
                    safe_load, seed_everything, select_device)
 
@@ -33,12 +33,15 @@ def eval_recipe(args, epochs):
                   eval_interval=args.eval_interval)
 
 
-def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, seed=0, log=print):
-    """Train `runs` fresh networks on (images, labels); return per-run final/best accuracies."""
+def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, seed=0, log=print, val=None):
+    """Train `runs` fresh networks on (images, labels); return per-run final/best test accuracies.
+
+    With a `val` split, each run's final accuracy on it is returned too (for model selection).
+    """
     if torch.is_tensor(images):
         images = images.to(device)
     labels = labels.to(device)
-    finals, bests = [], []
+    finals, bests, vals = [], [], []
     start = time.time()
     for run in range(runs):
         seed_everything(seed * 1000 + run)  # each run reproducible on its own
@@ -46,10 +49,14 @@ def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, se
         result = fit(model, images, labels, test, info.mean, info.std, recipe, device)
         finals.append(result["final"])
         bests.append(result["best"])
+        if val is not None:
+            vals.append(test_accuracy(model, val, info.mean, info.std, device))
         log(f"run {run}: final acc {result['final']:.2f}  (best over test checks {result['best']:.2f})")
-    return {"final": finals, "best": bests, "mean": statistics.mean(finals),
-            "std": statistics.pstdev(finals), "best_mean": statistics.mean(bests),
-            "seconds": round(time.time() - start, 1)}
+    out = {"final": finals, "best": bests, "mean": statistics.mean(finals), "std": statistics.pstdev(finals),
+           "best_mean": statistics.mean(bests), "seconds": round(time.time() - start, 1)}
+    if val is not None:
+        out["val"] = vals
+    return out
 
 
 def summary(result):

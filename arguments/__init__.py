@@ -103,6 +103,11 @@ def _condense(p):
                    help="per_class: one step per class per view (reference); joint: one step per view")
     g.add_argument("--eval_every", type=int, default=500, help="iterations between evaluations (0: off)")
     g.add_argument("--eval_runs", type=int, default=1, help="networks trained per periodic evaluation")
+    g.add_argument("--val_split", type=float, default=0.05,
+                   help="per-class fraction of the training set held out (never condensed) to choose "
+                        "data_best.pt; the test split only reports")
+    g.add_argument("--select_by", choices=("val", "test"), default="val",
+                   help="test: the reference's selection of data_best.pt on the test split (no holdout)")
     g.add_argument("--save_dir", default=None, help="run folder; default a new one under results/condense/")
 
 
@@ -215,6 +220,8 @@ def _validate(script, a):
             raise UserError(f"need 0 <= --lam_min <= --lam_max <= 1 (got {a.lam_min}, {a.lam_max})")
         if a.lr_img <= 0:
             raise UserError(f"--lr_img must be positive (got {a.lr_img})")
+        if not 0 < a.val_split < 1:
+            raise UserError(f"--val_split must lie strictly between 0 and 1 (got {a.val_split})")
 
 
 def _resolve(script, a, explicit):

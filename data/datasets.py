@@ -70,6 +70,29 @@ class Split:
         images = self.images.to(device) if torch.is_tensor(self.images) else self.images
         return Split(images, self.labels.to(device))
 
+    def subset(self, index):
+        """The images and labels at `index` (a CPU LongTensor of positions)."""
+        if torch.is_tensor(self.images):
+            images = self.images[index.to(self.images.device)]
+        else:
+            images = ImageFiles([self.images.paths[i] for i in index.tolist()], self.images.size,
+                                self.images.channels)
+        return Split(images, self.labels[index.to(self.labels.device)])
+
+
+def holdout(split, nclass, fraction, seed=0):
+    """(rest, held-out): a seeded per-class fraction of `split`, at least one image of each class."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = split.labels.cpu()
+    keep, held = [], []
+    for c in range(nclass):
+        index = torch.nonzero(labels == c).flatten()
+        index = index[torch.randperm(len(index), generator=generator)]
+        n = max(1, round(fraction * len(index))) if len(index) > 1 else 0
+        held.append(index[:n])
+        keep.append(index[n:])
+    return split.subset(torch.cat(keep).sort().values), split.subset(torch.cat(held).sort().values)
+
 
 class ImageFiles:
     """Images read from disk on demand, resized (shorter side, bilinear) + centre-cropped to `size`, as uint8 CHW."""
