@@ -50,7 +50,7 @@ def main(q):
     rows = []
     for name, argv in evaluations:
         print(f"\n== {name}")
-        result = evaluate.main(parse("evaluate", common + flags("eval_epochs") + argv + [
+        result, = evaluate.main(parse("evaluate", common + flags("eval_epochs") + argv + [
             "--runs", str(q.runs), "--results", os.path.join(q.results, "evaluations.jsonl")]))
         rows.append((name, result))
     print(f"\ndigits, {q.ipc} images per class (final-epoch test accuracy, mean +- std over {q.runs} runs):")

@@ -114,14 +114,20 @@ def _condense(p):
 def _evaluate(p):
     g = p.add_argument_group("evaluation")
     _decoding(g)
-    g.add_argument("--data", default=None, help="a condensed set saved by DANCE.py ([data, targets] .pt)")
+    g.add_argument("--data", nargs="+", default=None,
+                   help="condensed sets saved by DANCE.py ([data, targets] .pt); several paths or globs")
     g.add_argument("--baseline", choices=("random", "herding", "kcenter", "full"), default=None,
                    help="evaluate real images instead: ipc per class (tiled like mix-init when factor > 1), "
                         "or the full training set; herding/kcenter use expert 0's features")
     g.add_argument("-i", "--ipc", type=int, default=10, help="--baseline only: images per class")
     g.add_argument("--runs", type=int, default=3, help="fresh networks trained on the set")
+    g.add_argument("--eval_nets", default=None,
+                   help="comma-separated architectures to train on each set, e.g. convnet,resnet_ap-10,"
+                        "resnet-18,densenet (name-depth; default: --net_type with --depth)")
     g.add_argument("--results", default=os.path.join("results", "evaluations.jsonl"),
-                   help="every evaluation appends one JSON line here")
+                   help="every evaluation appends one JSON line here (finished runs are kept beside it)")
+    g.add_argument("--summarize", default=None, metavar="RESULTS_JSONL",
+                   help="print the table of every evaluation recorded in that file and exit")
 
 
 SCRIPT_FLAGS = {"pretrain": _pretrain, "condense": _condense, "evaluate": _evaluate}
@@ -154,7 +160,7 @@ def _explicit(parser, argv):
             if isinstance(action, argparse._StoreTrueAction):
                 kwargs["action"] = "store_true"
             else:
-                kwargs.update(type=action.type, choices=action.choices)
+                kwargs.update(type=action.type, choices=action.choices, nargs=action.nargs)
             shadow.add_argument(*action.option_strings, **kwargs)
     return vars(shadow.parse_known_args(argv)[0])
 

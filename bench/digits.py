@@ -54,11 +54,11 @@ def run_rows(q):
                         shutil.rmtree(args.save_dir, ignore_errors=True)
                         DANCE.main(args)
                     argv = ["--data", final]
-                result = evaluate.main(parse("evaluate", evaluation + argv))
+                result, = evaluate.main(parse("evaluate", evaluation + argv))
                 table[ipc][key].append(result["final"][0])
                 print(f"seed {seed} ipc {ipc} {name}: {result['final'][0]:.2f}", flush=True)
         if not q.skip_whole:
-            whole.append(evaluate.main(parse("evaluate", evaluation + ["--baseline", "full"]))["final"][0])
+            whole.append(evaluate.main(parse("evaluate", evaluation + ["--baseline", "full"]))[0]["final"][0])
     return table, whole
 
 

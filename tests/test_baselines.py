@@ -37,8 +37,8 @@ def test_baselines_evaluate_and_record(tmp_path, monkeypatch):
     pretrain.main(parse("pretrain", common + ["--pretrain_amount", "1", "--pretrain_epochs", "1"]))
     tiny = ["--eval_epochs", "1", "--eval_interval", "1", "--runs", "2", "--batch_size", "16"]
     for baseline, factor in (("random", "2"), ("herding", "1"), ("kcenter", "2"), ("full", "1")):
-        result = evaluate.main(parse("evaluate", common + tiny + ["--baseline", baseline, "--ipc", "2",
-                                                                  "--factor", factor]))
+        result, = evaluate.main(parse("evaluate", common + tiny + ["--baseline", baseline, "--ipc", "2",
+                                                                   "--factor", factor]))
         assert len(result["final"]) == 2
     lines = [json.loads(line) for line in open(tmp_path / "results" / "evaluations.jsonl")]
     assert [line["set"] for line in lines] == ["baseline:random", "baseline:herding", "baseline:kcenter",
@@ -52,8 +52,7 @@ def test_baseline_set_has_the_condensed_budget(tmp_path):
     args = parse("evaluate", ["-d", "cifar10", "--data_dir", data_dir, "--baseline", "random", "--ipc", "1",
                               "--factor", "2", "--device", "cpu"])
     from data.datasets import load_dataset
-    from utils import network_config
     train, _, info = load_dataset("cifar10", data_dir)
-    images, labels = evaluate.baseline_set(args, train, info, network_config(args, info), "cpu")
+    (_, images, labels, ipc, _), = evaluate.training_sets(args, train, info, "cpu")
     # one storage image per class holds 4 real images, decoded into 4 training images
     assert images.shape == (40, 3, 32, 32) and labels.tolist() == sorted(labels.tolist())

@@ -51,7 +51,7 @@ def test_pipeline_runs_on_every_dataset_fixture(name, tmp_path, monkeypatch):
     assert data.dtype == torch.float32 and len(data) == info_nclass  # ipc 1, undecoded
     assert targets.tolist() == sorted(targets.tolist())
 
-    result = evaluate.main(parse("evaluate", ev))
+    result, = evaluate.main(parse("evaluate", ev))
     assert len(result["final"]) == 2 and all(0 <= a <= 100 for a in result["final"])
 
 
