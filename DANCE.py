@@ -6,25 +6,31 @@ synthetic images in the middle encoder. Inter-class view (calibration): the trai
 classify the synthetic images correctly. Both are SGD steps on the synthetic pixels.
 
     python DANCE.py -d cifar10 --ipc 10 --factor 2 --reproduce
+    python DANCE.py --resume results/condense/<run>      # continue a stopped run exactly
 """
 import glob
 import os
 import random
+import signal
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from arguments import dataset_tag, parse
+from arguments import dataset_tag, parse, settings_diff
 from data.augment import DiffAug, normalize
 from data.datasets import holdout, load_dataset
 from data.sampler import ClassSampler
 from data.synthetic import SyntheticSet
 from evaluate import eval_recipe, evaluate_set, summary
-from utils import (Logger, UserError, atomic_write_json, check_state_dict, expert_path, git_revision,
-                   make_network, network_config, preserved_rng, read_json, run_cli, safe_load, save_grid,
-                   seed_everything, select_device)
+from utils import (Logger, RunStopped, StopSignals, UserError, atomic_save, atomic_write_json, check_state_dict,
+                   expert_path, git_revision, make_network, network_config, preserved_rng, read_json,
+                   remove_stale_temps, rng_state, run_cli, safe_load, save_grid, seed_everything, select_device,
+                   set_rng_state)
+
+STATE = "state.pt"
+STATE_KEYS = {"next_iter", "done", "data", "optimizer", "sampler", "best", "rng", "args"}
 
 
 class ExpertBank:
@@ -162,11 +168,61 @@ def pretrain_command(args):
             f"--pretrain_amount {args.num_premodel} --pretrain_dir {args.pretrain_dir}")
 
 
-def prepare_run_dir(folder):
-    """Create the run folder; refuse one that already holds condensed sets (never overwrite)."""
-    if glob.glob(os.path.join(folder, "data_*.pt")):
-        raise UserError(f"{folder} already holds a condensation run; pass a new --save_dir")
+def prepare_run_dir(folder, resume):
+    """Create the run folder; refuse one that already holds condensed sets unless resuming that run."""
+    if resume:
+        remove_stale_temps(folder)  # a write the kill interrupted; its target file is intact
+    elif glob.glob(os.path.join(folder, "data_*.pt")):
+        raise UserError(f"{folder} already holds a condensation run; pass a new --save_dir or --resume {folder}")
     os.makedirs(folder, exist_ok=True)
+
+
+def save_state(folder, next_iter, synset, optimizer, sampler, best, args, done=False):
+    """Write everything the loop needs to continue at `next_iter` to state.pt, atomically; returns next_iter."""
+    atomic_save({"next_iter": next_iter, "done": done, "data": synset.data.detach().cpu(),
+                 "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(), "best": best,
+                 "rng": rng_state(), "args": vars(args)}, os.path.join(folder, STATE))
+    return next_iter
+
+
+def load_state(folder, args):
+    """The state.pt of the run being resumed, checked against its settings; None if it has none yet."""
+    path = os.path.join(folder, STATE)
+    if not os.path.exists(path):
+        return None
+    try:
+        state = safe_load(path, "run state")
+        if not (isinstance(state, dict) and STATE_KEYS <= state.keys()):
+            raise UserError("not a state.pt")
+    except UserError:
+        raise UserError(f"--resume: {path} is unreadable; delete it to restart the run from iteration 0") from None
+    changed, next_iter = settings_diff(state["args"], vars(args)), state["next_iter"]
+    if changed:
+        raise UserError(f"--resume: {path} was written with other settings ({', '.join(changed)}); restore "
+                        f"{folder}/args.json or start a new run")
+    if next_iter > args.niter:
+        raise UserError(f"--resume: the run has done {next_iter} iterations, more than --niter {args.niter}; "
+                        f"pass --niter {next_iter} or more")
+    return state
+
+
+def restore_state(state, optimizer, sampler):
+    """Put the optimizer, the real-batch streams and every random stream back where state.pt left them."""
+    optimizer.load_state_dict(state["optimizer"])
+    sampler.load_state_dict(state["sampler"])
+    set_rng_state(state["rng"])
+    return state["next_iter"], state["best"]
+
+
+def check_finite(data, loss, it, folder, saved):
+    """Stop with a UserError when the synthetic data or a loss holds NaN or Inf (one device sync)."""
+    if bool(torch.isfinite(data.detach().sum() + loss)):
+        return
+    last = (f"its last good checkpoint, {os.path.join(folder, STATE)} (iteration {saved}), is intact"
+            if saved is not None else f"no checkpoint was written yet ({os.path.join(folder, 'data_0.pt')} is "
+                                      f"the initial set)")
+    raise UserError(f"iteration {it}: NaN or Inf in the synthetic data or a loss, the run stopped; {last}; lower "
+                    f"--lr_img and start a new run (or --resume {folder} if the fault was transient)")
 
 
 def main(args, on_iteration=None):
@@ -178,7 +234,7 @@ def main(args, on_iteration=None):
                                      nclass=args.nclass, phase=args.phase)
     # NOTE(reference): data_best.pt is chosen on a held-out part of the training set, not on the test split
     val = None
-    if args.select_by == "val":
+    if args.select_by == "val" and args.eval_every:  # no evaluation, no selection: condense everything
         train, val = holdout(train, info.nclass, args.val_split, seed=args.seed)
         val = val.to(device)
     sampler = ClassSampler(train, info.nclass, args.batch_real, device)
@@ -188,18 +244,23 @@ def main(args, on_iteration=None):
     # Expert bank: every (init, trained) pair in memory; none means plain DM.
     bank = ExpertBank(args.pretrain_dir, args.num_premodel, network, device, pretrain_command(args)) \
         if args.num_premodel > 0 else None
-    prepare_run_dir(args.save_dir)
+    prepare_run_dir(args.save_dir, args.resume)
     log = Logger(args.save_dir)
     log(f"DANCE on {dataset_tag(args)}, {device}, git {git_revision()}")
+    state = load_state(args.save_dir, args) if args.resume else None
     atomic_write_json(vars(args), os.path.join(args.save_dir, "args.json"))
     if bank is None:
         log("num_premodel 0: plain DM (a fresh random network per iteration, no calibration)")
 
-    # Synthetic set.
-    synset = SyntheticSet(info.nclass, args.ipc, info.channels, info.size, args.factor, args.decode_type, device)
-    synset.init(args.init, sampler)
-    synset.save(os.path.join(args.save_dir, "data_0.pt"))
-    save_grid(synset.data, os.path.join(args.save_dir, "init.png"))
+    # Synthetic set: initialised from real images, or the one a resumed run saved.
+    synset = SyntheticSet(info.nclass, args.ipc, info.channels, info.size, args.factor, args.decode_type, device,
+                          data=state["data"] if state else None)
+    if state is None:
+        if args.resume:
+            log(f"no {STATE} in {args.save_dir} (stopped before its first checkpoint): restarting from iteration 0")
+        synset.init(args.init, sampler)
+        synset.save(os.path.join(args.save_dir, "data_0.pt"))
+        save_grid(synset.data, os.path.join(args.save_dir, "init.png"))
     optimizer = torch.optim.SGD([synset.data], lr=args.lr_img, momentum=args.mom_img)
     dsa = DiffAug(args.aug_type, batch=True)
 
@@ -208,7 +269,14 @@ def main(args, on_iteration=None):
 
     update = per_class_update if args.update == "per_class" else joint_update
     recipe = eval_recipe(args, args.eval_epochs)
-    best, start = -1.0, time.time()
+    first, best = restore_state(state, optimizer, sampler) if state else (0, -1.0)
+    saved = first if state else None  # the iteration state.pt holds
+    if state and state["done"] and first == args.niter:
+        log(f"{args.save_dir} already finished its {args.niter} iterations; pass a larger --niter to continue it")
+        return synset
+    if state:
+        log(f"resuming at iteration {first} from {os.path.join(args.save_dir, STATE)}")
+    start = time.time()
 
     def evaluate_and_save(it):
         nonlocal best
@@ -229,30 +297,41 @@ def main(args, on_iteration=None):
             synset.save(os.path.join(args.save_dir, "data_best.pt"))
             log(f"iter {it}: new best {args.select_by} acc {best:.2f}, saved data_best.pt")
 
-    # Condensation loop (REFERENCE 6.2).
-    for it in range(args.niter):
-        if bank is not None:
-            k = random.randrange(len(bank))
-            lam = args.lam_min + (args.lam_max - args.lam_min) * torch.rand(()).item()
-            encoder, expert = bank.middle(k, lam), bank.expert(k)
-        else:
-            encoder, expert = make_network(network, device).requires_grad_(False), None
-        with torch.no_grad():
-            synset.data.clamp_(0, 1)
-        inner, inter = update(synset, sampler, encoder, expert, aug, optimizer, args)
-        if on_iteration is not None:
-            on_iteration(it, synset, bank)
-        if it % 20 == 0 or it == args.niter - 1:
-            calib = args.iter_calib if expert is not None else 0
-            inner, inter = float(inner) / info.nclass, float(inter) / info.nclass / max(calib, 1)
-            per_it = (time.time() - start) / (it + 1)
-            log(f"iter {it}: inner loss {inner:.4f}, calibration loss {inter:.4f} ({per_it:.3f} s/iter)")
-            log.metrics(iter=it, inner=inner, calibration=inter, sec_per_iter=per_it)
-        if args.eval_every and (it + 1) % args.eval_every == 0:
-            evaluate_and_save(it + 1)
+    # Condensation loop (REFERENCE 6.2); SIGINT/SIGTERM stop it at the end of an iteration.
+    with StopSignals() as stop:
+        for it in range(first, args.niter):
+            if bank is not None:
+                k = random.randrange(len(bank))
+                lam = args.lam_min + (args.lam_max - args.lam_min) * torch.rand(()).item()
+                encoder, expert = bank.middle(k, lam), bank.expert(k)
+            else:
+                encoder, expert = make_network(network, device).requires_grad_(False), None
+            with torch.no_grad():
+                synset.data.clamp_(0, 1)
+            inner, inter = update(synset, sampler, encoder, expert, aug, optimizer, args)
+            check_finite(synset.data, inner + inter, it, args.save_dir, saved)
+            if on_iteration is not None:
+                on_iteration(it, synset, bank)
+            if it % 20 == 0 or it == args.niter - 1:
+                calib = args.iter_calib if expert is not None else 0
+                inner, inter = float(inner) / info.nclass, float(inter) / info.nclass / max(calib, 1)
+                per_it = (time.time() - start) / (it + 1 - first)
+                log(f"iter {it}: inner loss {inner:.4f}, calibration loss {inter:.4f} ({per_it:.3f} s/iter)")
+                log.metrics(iter=it, inner=inner, calibration=inter, sec_per_iter=per_it)
+            if args.eval_every and (it + 1) % args.eval_every == 0:
+                evaluate_and_save(it + 1)
+            # Checkpoint: state.pt lets `--resume` continue from here exactly.
+            if stop.signum or (args.ckpt_every and (it + 1) % args.ckpt_every == 0):
+                saved = save_state(args.save_dir, it + 1, synset, optimizer, sampler, best, args)
+            if stop.signum:
+                log(f"{signal.Signals(stop.signum).name}: stopped after iteration {it}, state saved")
+                raise RunStopped(f"{signal.Signals(stop.signum).name}: state after iteration {it} saved to "
+                                 f"{os.path.join(args.save_dir, STATE)}; continue with: python DANCE.py --resume "
+                                 f"{args.save_dir}", stop.signum)
     if not (args.eval_every and args.niter % args.eval_every == 0) or args.niter == 0:
         evaluate_and_save(args.niter)  # the final set is always saved
-    log(f"done: {args.niter} iterations in {time.time() - start:.0f} s; results in {args.save_dir}")
+    save_state(args.save_dir, args.niter, synset, optimizer, sampler, best, args, done=True)
+    log(f"done: {args.niter - first} iterations in {time.time() - start:.0f} s; results in {args.save_dir}")
     return synset
 
 

@@ -2,7 +2,9 @@
 
 For each expert i: save its initial weights (premodel{i}_init.pth.tar), train it on the real
 training set, save the trained weights (premodel{i}_trained.pth.tar), and record it in
-manifest.json (model, dataset, seed, epochs, test accuracy). Finished experts are skipped.
+manifest.json (model, dataset, seed, epochs, test accuracy). Finished experts are skipped (after
+checking that their checkpoints load); the expert in progress saves its full training state after
+every epoch (premodel{i}_progress.pt), so a killed run, started again, continues it bit for bit.
 
     python pretrain.py -d cifar10 --reproduce
 """
@@ -15,8 +17,8 @@ from arguments import dataset_tag, parse
 from data.datasets import load_dataset
 from train import Recipe, fit
 from utils import (Logger, UserError, atomic_save, atomic_write_json, check_state_dict, expert_path,
-                   git_revision, make_network, network_config, read_json, run_cli, safe_load,
-                   seed_everything, select_device)
+                   git_revision, make_network, network_config, read_json, remove_stale_temps, run_cli,
+                   safe_load, seed_everything, select_device)
 
 MANIFEST = "manifest.json"
 
@@ -60,24 +62,65 @@ def is_finished(folder, index, manifest, model):
     return True
 
 
+def progress_path(folder, index):
+    """The epoch-by-epoch training state of an unfinished expert."""
+    return os.path.join(folder, f"premodel{index}_progress.pt")
+
+
+PROGRESS_KEYS = {"epoch", "model", "optimizer", "scheduler", "history", "rng", "origin", "seconds"}
+
+
+def load_progress(path, origin, model):
+    """The saved training state at `path` if it is complete and belongs to this expert and settings, else None."""
+    try:
+        state = safe_load(path, "expert progress")
+        if not (isinstance(state, dict) and PROGRESS_KEYS <= state.keys() and state["origin"] == origin):
+            return None
+        check_state_dict(model, state["model"], path)
+        return state
+    except UserError:
+        return None
+
+
 def train_expert(index, args, network, train, test, info, device, log):
-    """Train one expert from scratch; save init and trained weights; return its record."""
+    """Train one expert, continuing from its last saved epoch if any; save init and trained weights."""
     seed_everything(args.seed * 1000 + index)  # per expert, so any one can be retrained alone
     model = make_network(network, device)
+    # the init is a function of the seed, so rewriting it on resume also repairs a damaged copy
     atomic_save(model.state_dict(), expert_path(args.pretrain_dir, index, "init"))
     recipe = expert_recipe(args)
+    path, origin = progress_path(args.pretrain_dir, index), {"seed": args.seed * 1000 + index,
+                                                              "network": network, "recipe": recipe.as_dict()}
+    resumed = load_progress(path, origin, model) if os.path.isfile(path) else None
+    done, earlier = (resumed["epoch"], resumed["seconds"]) if resumed else (0, 0.0)
+    if resumed:
+        log(f"expert {index}: resuming after epoch {done} from {path}")
+    elif os.path.isfile(path):
+        log(f"expert {index}: {path} is unreadable or from other settings; training from epoch 0")
     start = time.time()
-    with tqdm(total=recipe.epochs, desc=f"expert {index}", leave=False) as bar:
+    with tqdm(total=recipe.epochs, initial=done, desc=f"expert {index}", leave=False) as bar:
         def progress(epoch, loss, acc):
             bar.update()
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}")
 
+        def save_progress(state):
+            atomic_save({**state, "origin": origin, "seconds": earlier + time.time() - start}, path)
+
         result = fit(model, train.images, train.labels, test, info.mean, info.std, recipe, device,
-                     progress=progress)
+                     progress=progress, start=resumed, on_epoch=save_progress)
     atomic_save(model.state_dict(), expert_path(args.pretrain_dir, index, "trained"))
-    seconds = time.time() - start
+    seconds = earlier + time.time() - start
     log(f"expert {index}: test acc {result['final']:.2f} after {recipe.epochs} epochs ({seconds:.0f} s)")
     return {"test_acc": result["final"], "seconds": round(seconds, 1)}
+
+
+def discard(path):
+    """Remove a file that is no longer needed, if present."""
+    try:
+        if os.path.exists(path):
+            os.remove(path)
+    except OSError as e:
+        raise UserError(f"could not remove {path}: {e.strerror or e}; check the folder's permissions") from None
 
 
 def main(args):
@@ -87,6 +130,7 @@ def main(args):
                                      nclass=args.nclass, phase=args.phase)
     train, test = train.to(device), test.to(device)
     os.makedirs(args.pretrain_dir, exist_ok=True)
+    remove_stale_temps(args.pretrain_dir)
     log = Logger(args.pretrain_dir)
     log(f"pretrain {dataset_tag(args)} on {device}, git {git_revision()}: {vars(args)}")
     atomic_write_json(vars(args), os.path.join(args.pretrain_dir, "args.json"))
@@ -97,9 +141,12 @@ def main(args):
     for index in range(args.pretrain_amount):
         if is_finished(args.pretrain_dir, index, manifest, probe):
             log(f"expert {index}: already trained, skipped")
-            continue
-        manifest["experts"][str(index)] = train_expert(index, args, network, train, test, info, device, log)
-        atomic_write_json(manifest, os.path.join(args.pretrain_dir, MANIFEST))
+        else:
+            if str(index) in manifest["experts"]:
+                log(f"expert {index}: a checkpoint is missing, truncated or mismatched; training it again")
+            manifest["experts"][str(index)] = train_expert(index, args, network, train, test, info, device, log)
+            atomic_write_json(manifest, os.path.join(args.pretrain_dir, MANIFEST))
+        discard(progress_path(args.pretrain_dir, index))  # only once the manifest records the expert
     accs = [manifest["experts"][str(i)]["test_acc"] for i in range(args.pretrain_amount)]
     log(f"{len(accs)} experts in {args.pretrain_dir}: mean test acc {sum(accs) / len(accs):.2f}")
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from data.augment import DiffAug, cutmix, cutmix_loss, normalize
 from data.sampler import epoch_batches, to_float
+from utils import rng_state, set_rng_state
 
 
 def _batch(images, index, device):
@@ -77,18 +78,27 @@ def train_epoch(model, optimizer, images, labels, mean, std, recipe, device):
     return float(total_loss) / seen, 100.0 * float(correct) / seen
 
 
-def fit(model, images, labels, test, mean, std, recipe, device, log=None, progress=None):
+def fit(model, images, labels, test, mean, std, recipe, device, log=None, progress=None, start=None,
+        on_epoch=None):
     """Train `model` with `recipe`; return final and best test accuracy and the test history.
 
     Test checks happen every `recipe.eval_interval` epochs and after the last epoch. `best` is the
     reference's figure (the best over those checks); `final` is the honest last-epoch accuracy.
+    `on_epoch(state)` receives the training state after every epoch; passing such a state back as
+    `start` continues that training exactly (weights, optimizer, schedule, history, random streams).
     """
     labels = labels.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones(recipe.epochs), gamma=0.2)
-    history = []
-    for epoch in range(1, recipe.epochs + 1):
+    history, first = [], 1
+    if start is not None:
+        model.load_state_dict(start["model"])
+        optimizer.load_state_dict(start["optimizer"])
+        scheduler.load_state_dict(start["scheduler"])
+        history, first = [tuple(h) for h in start["history"]], start["epoch"] + 1
+        set_rng_state(start["rng"])
+    for epoch in range(first, recipe.epochs + 1):
         loss, train_acc = train_epoch(model, optimizer, images, labels, mean, std, recipe, device)
         scheduler.step()
         if epoch == recipe.epochs or (recipe.eval_interval and epoch % recipe.eval_interval == 0):
@@ -98,4 +108,7 @@ def fit(model, images, labels, test, mean, std, recipe, device, log=None, progre
                 log(f"epoch {epoch}/{recipe.epochs}: train loss {loss:.3f} acc {train_acc:.1f}, test acc {acc:.2f}")
         if progress:
             progress(epoch, loss, train_acc)
+        if on_epoch:
+            on_epoch({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state()})
     return {"final": history[-1][1], "best": max(a for _, a in history), "history": history}

@@ -2,9 +2,11 @@
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 
@@ -14,6 +16,14 @@ import torch
 
 class UserError(Exception):
     """Bad input from the user: reported as one line, exit status 2, no traceback."""
+
+
+class RunStopped(Exception):
+    """A run stopped by a signal after saving its state: one line, exit status 128 + the signal's number."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.status = 128 + signum
 
 
 def run_cli(main, parse):
@@ -26,6 +36,9 @@ def run_cli(main, parse):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(e.status)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -48,37 +61,65 @@ def select_device(name="auto"):
     return torch.device(name)
 
 
+TEMP_PREFIX = ".tmp_"
+
+
 def _atomic_write(path, write_fn):
-    """Write through a temp file in the same folder, fsync, then rename over `path`."""
+    """Write through a temp file in the same folder, fsync, then rename over `path`.
+
+    `path` is either the old file or the complete new one, whatever happens (a kill, a full disk);
+    a failed write is a UserError naming the file, and the temp file is removed when possible.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path), dir=folder)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + os.path.basename(path), dir=folder)
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+        _fsync_folder(folder)
+    except OSError as e:
+        raise UserError(f"could not write {path}: {e.strerror or e}; check the folder's permissions and free "
+                        f"space (the previous file, if any, is unchanged)") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
-        raise
+
+
+def _fsync_folder(folder):
+    """Make a rename in `folder` durable (a power cut after it keeps the new file), where supported."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # some systems (Windows, a few network file systems) cannot fsync a folder; the file is complete
+
+
+def remove_stale_temps(folder):
+    """Delete temp files that a killed writer left in `folder` (the files they were for are intact)."""
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if name.startswith(TEMP_PREFIX):
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass  # a leftover that cannot be removed only costs disk space; it is never read
 
 
 def atomic_save(obj, path):
     """torch.save `obj` to `path` atomically: a crash never leaves a truncated file."""
-    try:
-        _atomic_write(path, lambda f: torch.save(obj, f))
-    except OSError as e:
-        raise UserError(f"could not write {path}: {e.strerror}; check the folder's permissions and free space")
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(text, path):
     """Write a text file atomically."""
-    try:
-        _atomic_write(path, lambda f: f.write(text.encode()))
-    except OSError as e:
-        raise UserError(f"could not write {path}: {e.strerror}; check the folder's permissions and free space")
+    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def atomic_write_json(obj, path):
@@ -139,14 +180,22 @@ class Logger:
         line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
         print(line, flush=True)
         if self.path:
-            with open(self.path, "a") as f:
-                f.write(line + "\n")
+            self._append(self.path, line)
 
     def metrics(self, **values):
         """Append one JSON line of metrics."""
         if self.metrics_path:
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(values, default=float) + "\n")
+            self._append(self.metrics_path, json.dumps(values, default=float))
+
+    @staticmethod
+    def _append(path, line):
+        """Append one line; a failed append is a UserError naming the file."""
+        try:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+        except OSError as e:
+            raise UserError(f"could not append to {path}: {e.strerror or e}; check the folder's permissions "
+                            f"and free space") from None
 
 
 def save_grid(images, path, nrow=10, max_images=200, max_width=64):
@@ -201,16 +250,63 @@ def read_json(path):
         raise UserError(f"cannot read {path} ({e}); delete it or restore it")
 
 
+def rng_state():
+    """Every random stream's state (python, numpy, torch CPU, CUDA), in types torch.load(weights_only) reads."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "gauss": float(gauss)},
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state):
+    """Restore the streams captured by `rng_state` (CUDA ones for the devices both runs have)."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available():
+        for device, cuda in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda, device)
+
+
 @contextmanager
 def preserved_rng():
     """Run a block without moving the python, numpy and torch random streams of the caller."""
-    py, np_state, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    saved = rng_state()
     try:
         yield
     finally:
-        random.setstate(py)
-        np.random.set_state(np_state)
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
+        set_rng_state(saved)
+
+
+class StopSignals:
+    """Within the block, SIGINT and SIGTERM only set `signum`, for a loop to stop at a safe point.
+
+    A second signal stops at once (KeyboardInterrupt), for someone who cannot wait for the safe point.
+    Outside the main thread, where Python delivers no signals, it does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum, self._previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        # os.write, not print: a handler may run while the main code is inside a print to the same stream
+        os.write(2, f"{signal.Signals(signum).name}: saving the state at the end of this iteration, then "
+                    f"stopping (send it again to stop at once)\n".encode())

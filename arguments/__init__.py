@@ -109,6 +109,12 @@ def _condense(p):
     g.add_argument("--select_by", choices=("val", "test"), default="val",
                    help="test: the reference's selection of data_best.pt on the test split (no holdout)")
     g.add_argument("--save_dir", default=None, help="run folder; default a new one under results/condense/")
+    g.add_argument("--ckpt_every", type=int, default=100,
+                   help="iterations between checkpoints (state.pt in the run folder) for --resume; 0: only on "
+                        "SIGINT/SIGTERM and at the end")
+    g.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its state.pt, with its settings (args.json); only "
+                        "flags that cannot change the synthetic set may be given with it")
 
 
 def _evaluate(p):
@@ -219,7 +225,7 @@ def _validate(script, a):
     if not 0 <= a.mix_p <= 1:
         raise UserError(f"--mix_p must lie in [0, 1] (got {a.mix_p})")
     if script == "condense":
-        for key in ("niter", "num_premodel", "iter_calib", "eval_every"):
+        for key in ("niter", "num_premodel", "iter_calib", "eval_every", "ckpt_every"):
             if getattr(a, key) < 0:
                 raise UserError(f"--{key} must be at least 0 (got {getattr(a, key)})")
         if not 0 <= a.lam_min <= a.lam_max <= 1:
@@ -252,12 +258,70 @@ def _resolve(script, a, explicit):
                                                          f"{a.net_type}{a.depth}_{stamp}")
 
 
+# Settings a resumed run may change, because none of them changes its synthetic set:
+# - where it runs and what it writes on the way: device (bit-identity then holds only on the same kind of
+#   device), ckpt_every, print_config; resume names the run folder and save_dir becomes it (runs may move);
+# - where the same inputs live: data_dir, pretrain_dir, download (a restarted job may land on a node with
+#   other mounts; the dataset's name and the experts' network are still checked, their files are vouched for);
+# - the periodic evaluation's schedule and size: eval_every, eval_interval, eval_runs (it runs under its own
+#   random streams; more runs estimate the same score with less noise); eval_every only between positive
+#   values, since 0 also drops the held-out validation split, which changes the training set (DANCE.main);
+# - niter: no schedule depends on it, so it may grow, or shrink down to the iterations done (DANCE.py checks).
+# Everything else changes the synthetic set or the score data_best.pt is chosen by (eval_epochs, the
+# evaluation recipe, select_by, val_split), so a change is refused.
+RESUME_HARMLESS = frozenset({"device", "ckpt_every", "print_config", "resume", "save_dir", "data_dir",
+                             "pretrain_dir", "download", "eval_interval", "eval_runs", "niter"})
+RESUME_COMPARED_AS = {"eval_every": bool}
+
+
+def settings_diff(saved, current):
+    """'key old -> new' for every setting that differs between two runs and matters to the result."""
+    def differs(key):
+        compared = RESUME_COMPARED_AS.get(key, lambda value: value)
+        return key not in RESUME_HARMLESS and compared(saved.get(key)) != compared(current.get(key))
+
+    return [f"{key} {saved.get(key)} -> {current.get(key)}" for key in sorted(set(saved) | set(current))
+            if differs(key)]
+
+
+def _resumed(parser, explicit):
+    """The settings of the run in --resume RUN_DIR (its args.json), with the harmless flags given now on top."""
+    from utils import read_json
+
+    run = explicit["resume"]
+    saved = read_json(os.path.join(run, "args.json"))
+    if saved is None:
+        raise UserError(f"--resume {run}: no args.json there; pass the folder of a DANCE.py run (its --save_dir)")
+    defaults = vars(parser.parse_args([]))  # settings added since that run started keep their defaults
+    unknown = sorted(set(saved) - set(defaults))
+    if unknown:
+        raise UserError(f"--resume {run}: its args.json sets '{unknown[0]}', which this DANCE.py does not know; "
+                        f"resume it with the code that started it")
+    if "save_dir" in explicit and os.path.abspath(explicit["save_dir"]) != os.path.abspath(run):
+        raise UserError(f"--save_dir {explicit['save_dir']} with --resume {run}: a resumed run stays in its folder; "
+                        f"drop --save_dir")
+    settings = {**defaults, **saved}
+    changed = settings_diff(settings, {**settings, **explicit})
+    if changed:
+        raise UserError(f"--resume: settings differ from the run's: {', '.join(changed)}; drop them or start a "
+                        f"new run")
+    ns = argparse.Namespace(**{**settings, **explicit, "save_dir": run})
+    _validate("condense", ns)
+    return ns
+
+
 def parse(script, argv=None):
     """Parse and resolve the settings of `script`; returns None after --print_config."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(script)
     ns = parser.parse_args(argv)
     explicit = _explicit(parser, argv)
+    if script == "condense" and ns.resume is not None:
+        ns = _resumed(parser, explicit)
+        if ns.print_config:
+            print(json.dumps(vars(ns), indent=2, sort_keys=True))
+            return None
+        return ns
     settings = load_settings(ns.dataset)
     known = set(vars(ns))
     tables = [getattr(settings, "SETTINGS", {})] + ([getattr(settings, "REPRODUCE", {})] if ns.reproduce else [])

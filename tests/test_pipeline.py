@@ -62,7 +62,7 @@ def test_same_seed_gives_the_same_synthetic_set(tmp_path, monkeypatch):
     sets = []
     for i in range(2):
         argv = [a if a != str(tmp_path / "run") else str(tmp_path / f"run{i}") for a in cond]
-        DANCE.main(parse("condense", argv + ["--update", "joint"]))
+        DANCE.main(parse("condense", argv + ["--update", "joint", "--select_by", "test"]))
         sets.append(torch.load(tmp_path / f"run{i}" / "data_2.pt", weights_only=True)[0])
     assert torch.equal(sets[0], sets[1])
     DANCE.main(parse("condense", [a if a != str(tmp_path / "run") else str(tmp_path / "run_eval_off")
