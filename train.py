@@ -19,8 +19,10 @@ def _batch(images, index, device):
 
 
 @torch.no_grad()
-def test_accuracy(model, split, mean, std, device, batch_size=500):
+def test_accuracy(model, split, mean, std, device, batch_size=None):
     """Top-1 accuracy (%) of `model` on a split of uint8/float images, in eval mode."""
+    if batch_size is None:  # CPU caches favour small batches (measured in bench/eval_speed.py)
+        batch_size = 32 if torch.device(device).type == "cpu" else 1024
     was_training = model.training
     model.eval()
     correct = 0
