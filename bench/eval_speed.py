@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data.augment import cutmix, cutmix_loss, normalize  # noqa: E402
+from data.augment import cutmix, cutmix_loss  # noqa: E402
 from data.datasets import Split  # noqa: E402
 from models import build_model  # noqa: E402
 from train import Recipe, test_accuracy, train_epoch  # noqa: E402
