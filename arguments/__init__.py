@@ -43,7 +43,9 @@ def _common(p):
 
     g = p.add_argument_group("training recipe (expert training and evaluation)")
     g.add_argument("--batch_size", type=int, default=64, help="evaluation training batch size")
-    g.add_argument("--lr", type=float, default=0.01, help="network learning rate")
+    g.add_argument("--lr", "--eval_lr", dest="lr", type=float, default=0.01,
+                   help="network learning rate: of the experts in pretrain.py, of the evaluation "
+                        "networks in DANCE.py and evaluate.py")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight_decay", "--wd", "--weight-decay", dest="weight_decay", type=float, default=5e-4)
     g.add_argument("--mixup", choices=("cut", "none"), default="cut", help="CutMix during training")

@@ -80,3 +80,8 @@ def test_print_config_prints_resolved_json(capsys):
     assert parse("condense", ["-d", "cifar10", "--reproduce", "--ipc", "10", "--print_config"]) is None
     config = json.loads(capsys.readouterr().out)
     assert config["niter"] == 10000 and config["lr_img"] == pytest.approx(0.1) and config["dataset"] == "cifar10"
+
+
+def test_eval_lr_is_the_evaluation_networks_learning_rate():
+    assert parse("evaluate", ["--eval_lr", "0.05"]).lr == 0.05
+    assert parse("evaluate", ["--lr", "0.02"]).lr == 0.02
