@@ -7,15 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from data.augment import DiffAug, cutmix, cutmix_loss, normalize
-from data.sampler import epoch_batches, to_float
+from data.sampler import epoch_batches, gather
 from utils import rng_state, set_rng_state
-
-
-def _batch(images, index, device):
-    """Float [0,1] images at `index`, on the device (in-memory tensor or file-backed images)."""
-    if torch.is_tensor(images):
-        return to_float(images[index.to(images.device)]).to(device, non_blocking=True)
-    return to_float(images[index.cpu()]).to(device)
 
 
 @torch.no_grad()
@@ -29,7 +22,7 @@ def test_accuracy(model, split, mean, std, device, batch_size=None):
     labels = split.labels.to(device)
     for start in range(0, len(labels), batch_size):
         index = torch.arange(start, min(start + batch_size, len(labels)))
-        x = normalize(_batch(split.images, index, device), mean, std)
+        x = normalize(gather(split.images, index, device), mean, std)
         correct += (model(x).argmax(1) == labels[start:start + len(index)]).sum()
     model.train(was_training)
     return 100.0 * correct.item() / max(len(labels), 1)
@@ -60,7 +53,7 @@ def train_epoch(model, optimizer, images, labels, mean, std, recipe, device):
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for index in epoch_batches(len(labels), recipe.batch_size):
-        x = normalize(_batch(images, index, device), mean, std)
+        x = normalize(gather(images, index, device), mean, std)
         y = labels[index.to(labels.device)]
         with torch.no_grad():
             x = recipe.dsa(x)

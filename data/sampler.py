@@ -7,6 +7,13 @@ def to_float(images):
     return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
 
 
+def gather(images, index, device):
+    """Float [0,1] images at `index` on `device`, from a tensor (any device) or file-backed images."""
+    if torch.is_tensor(images):
+        return to_float(images[index.to(images.device)]).to(device, non_blocking=True)
+    return to_float(images[index.cpu()]).to(device)
+
+
 class ClassSampler:
     """Endless per-class streams of real images (REFERENCE 2.3, ClassBatchSampler).
 
@@ -27,12 +34,6 @@ class ClassSampler:
         self._perm = [None] * nclass
         self._pos = [0] * nclass
 
-    def _gather(self, index):
-        """Images at dataset positions `index` (CPU LongTensor) as float [0,1] on the device."""
-        if torch.is_tensor(self.images):
-            return to_float(self.images[index.to(self.images.device)])
-        return to_float(self.images[index]).to(self.device)
-
     def _next_indices(self, c):
         """Dataset positions of class c's next batch."""
         idx = self.class_indices[c]
@@ -45,18 +46,18 @@ class ClassSampler:
 
     def sample(self, c):
         """The next batch of class c: float (B, C, H, W) in [0, 1] on the device."""
-        return self._gather(self._next_indices(c))
+        return gather(self.images, self._next_indices(c), self.device)
 
     def sample_all(self):
         """One batch per class, concatenated class by class, with the class id of every image."""
         index = [self._next_indices(c) for c in range(self.nclass)]
         groups = torch.cat([torch.full((len(i),), c) for c, i in enumerate(index)])
-        return self._gather(torch.cat(index)), groups.to(self.device)
+        return gather(self.images, torch.cat(index), self.device), groups.to(self.device)
 
     def first(self, c, n):
         """The first n images of class c in dataset order, cycling when the class has fewer."""
         idx = self.class_indices[c]
-        return self._gather(idx[torch.arange(n) % len(idx)])
+        return gather(self.images, idx[torch.arange(n) % len(idx)], self.device)
 
     def state_dict(self):
         """Stream positions, so a resumed run draws the same batches."""

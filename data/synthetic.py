@@ -101,13 +101,14 @@ class SyntheticSet:
                     raise UserError(f"unknown --init '{how}'; choose random, mix or noise")
 
     def decoded_per_class(self, max_size=0, classes=None, bound=None):
-        """Decoded images of the given classes, (len(classes), m, C, H, W), differentiable.
+        """Decoded images of the given classes (all, or a slice), (k, m, C, H, W), differentiable.
 
         With max_size > 0 and more decoded images than that, a random subset of max_size per class.
         'bound' decoding is bounded by `bound`, else by max_size (REFERENCE 5.4).
         """
-        classes = range(self.nclass) if classes is None else classes
-        storage = self.data.view(self.nclass, self.ipc, *self.data.shape[1:])[list(classes)]
+        storage = self.data.view(self.nclass, self.ipc, *self.data.shape[1:])
+        if classes is not None:  # a slice keeps this a view (no copy on the per-class hot path)
+            storage = storage[classes]
         k, ipc = storage.shape[:2]
         if self.decode_type == "single" or self.factor == 1:
             # one batched decode of every class, then back to class-major order
@@ -125,7 +126,7 @@ class SyntheticSet:
 
     def sample(self, c, max_size):
         """Class c's decoded images (at most max_size), differentiable."""
-        return self.decoded_per_class(max_size, [c])[0]
+        return self.decoded_per_class(max_size, slice(c, c + 1))[0]
 
     def decoded(self, bound=128):
         """The whole decoded training set (detached) and its labels, for evaluation.
