@@ -1,20 +1,20 @@
-"""Digits at IPC 1: why DANCE trails DM there. Two studies on the same per-seed experts.
+"""Digits at IPC 1: does DANCE trail DM there? Two studies on the same per-seed experts.
 
-Schedule (does the gap close with longer condensation or a larger image learning rate?):
-    python bench/digits_ipc1.py --seeds 0 1 --methods dm dance --lrs 0.01 0.05 --niter 1000 --at 200 1000 \
-        --runs 4 --table results/bench/digits_ipc1_schedule                        # about 45 min, 2 cores
+Schedule (longer condensation, larger image learning rate; the defaults):
+    python bench/digits_ipc1.py --table results/bench/digits_ipc1_schedule      # about 70 min, 2 cores
 Encoder pool (is it the expert-derived features, or the small pool of 5 fixed networks?):
     python bench/digits_ipc1.py --seeds 0 1 2 3 --methods dm dance fixed5 fixed20 dance20 --lrs 0.01 \
-        --niter 200 --at 200 --runs 5 --table results/bench/digits_ipc1_pool       # about 40 min, 2 cores
+        --niter 200 --at 200 --runs 5 --table results/bench/digits_ipc1_pool       # about 45 min, 2 cores
 
-bench/digits.py found DANCE about 1 point below DM at IPC 1. For each seed this trains the experts (as
-many as the variants read), condenses IPC 1 with every variant and --lr_img for --niter iterations,
-keeping the set after each --at iteration count (no evaluation during the run, so the real data is the
-whole training split as in bench/digits.py), and evaluates every kept set with --runs networks
-(arguments/digits.py protocol, final-epoch test accuracy). Cells: mean over seeds of each seed's mean
-accuracy +- the std over seeds; the last rows give the paired difference DANCE - DM (same seed, experts
-and initial images). Finished condensations and evaluation runs are reused by a rerun, so disjoint
---seeds can run in parallel processes and a last call with every seed writes the table.
+bench/digits.py (one evaluation network per seed) found DANCE 1 point below DM at IPC 1. For each seed
+this trains the experts (as many as the variants read), condenses IPC 1 with every variant and --lr_img
+for --niter iterations, keeping the set after each --at iteration count (no evaluation during the run,
+so the real data is the whole training split as in bench/digits.py), and evaluates every kept set with
+--runs networks (arguments/digits.py protocol, final-epoch test accuracy). Cells: mean over seeds of
+each seed's mean accuracy +- the std over seeds; the last rows give the paired difference DANCE - DM
+(same seed, experts and initial images). Finished condensations and evaluation runs are reused by a
+rerun, so disjoint --seeds can run in parallel processes and a last call with every seed writes the
+table.
 """
 import argparse
 import math
@@ -79,7 +79,8 @@ def condense(common, key, lr, q, folder):
 def run_seed(seed, q):
     """{method: {lr: {iterations: [acc per eval run]}}} of one seed."""
     root = os.path.join(q.out, f"seed{seed}")
-    common = ["-d", "digits", "--device", q.device, "--seed", str(seed), "--pretrain_dir", os.path.join(root, "experts")]
+    common = ["-d", "digits", "--device", q.device, "--seed", str(seed),
+              "--pretrain_dir", os.path.join(root, "experts")]
     pretrain.main(parse("pretrain", common + ["--pretrain_amount", str(experts_needed(q.methods))]))
     accs = {}
     for key in q.methods:
@@ -132,8 +133,8 @@ def network_std(per_seed):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
-    p.add_argument("--methods", nargs="+", choices=list(VARIANTS), default=["dm", "dance"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", choices=list(VARIANTS), default=["dm", "no_calib", "dance"])
     p.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.05], help="--lr_img values at IPC 1")
     p.add_argument("--niter", type=int, default=1000)
     p.add_argument("--at", type=int, nargs="+", default=[200, 1000], help="iteration counts whose sets are evaluated")
@@ -151,8 +152,8 @@ def main():
     per_seed = [run_seed(seed, q) for seed in q.seeds]
     text = markdown(per_seed, q)
     atomic_write_text(text, table + ".md")
-    atomic_write_json({"seeds": q.seeds, "methods": q.methods, "lrs": q.lrs, "at": q.at, "runs": q.runs, "niter": q.niter,
-                       "per_seed": per_seed, "seconds": round(time.time() - start)}, table + ".json")
+    atomic_write_json({"seeds": q.seeds, "methods": q.methods, "lrs": q.lrs, "at": q.at, "runs": q.runs,
+                       "niter": q.niter, "per_seed": per_seed, "seconds": round(time.time() - start)}, table + ".json")
     print(f"\ndigits IPC 1, final-epoch test accuracy, mean +- std over seeds {q.seeds} of each seed's mean "
           f"over {q.runs} evaluation networks:\n{text}")
     print(f"written: {table}.md, {table}.json ({time.time() - start:.0f} s)")
