@@ -3,8 +3,9 @@ import argparse
 import math
 
 import pytest
+import torch
 
-from bench.digits_ipc1 import experts_needed, markdown, network_std, paired
+from bench.digits_ipc1 import condense, experts_needed, markdown, network_std, paired
 
 
 def test_experts_needed_reads_the_largest_pool():
@@ -31,3 +32,16 @@ def test_markdown_rows_use_seed_means():
     assert lines[2].endswith("| 0.01 | 92.5 +- 1.5 |")  # DM seed means 91, 94
     assert lines[3].endswith("| 0.01 | 94.0 +- 1.0 |")  # DANCE seed means 93, 95
     assert lines[4].endswith("| 0.01 | 1.5 +- 0.5 (0.5) |")  # differences 2, 1
+
+
+def test_longer_study_extends_a_shorter_run_exactly(tmp_path):
+    common = ["-d", "digits", "--device", "cpu", "--seed", "0", "--pretrain_dir", str(tmp_path / "experts")]
+    short = argparse.Namespace(at=[2], niter=2, device="cpu")
+    longer = argparse.Namespace(at=[2, 4], niter=4, device="cpu")
+    condense(common, "dm", 0.01, short, str(tmp_path / "extended"))
+    extended = condense(common, "dm", 0.01, longer, str(tmp_path / "extended"))
+    fresh = condense(common, "dm", 0.01, longer, str(tmp_path / "fresh"))
+    assert "resuming at iteration 2" in (tmp_path / "extended" / "log.txt").read_text()
+    for at in (2, 4):
+        assert torch.equal(torch.load(extended[at])[0], torch.load(fresh[at])[0])
+    assert not torch.equal(torch.load(fresh[2])[0], torch.load(fresh[4])[0])
