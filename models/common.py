@@ -1,6 +1,12 @@
-"""The residual-network skeleton shared by ResNet and ResNetAP (REFERENCE.md sections 3.2-3.3)."""
+"""The residual-network skeleton and blocks shared by ResNet and ResNetAP (REFERENCE.md sections 3.2-3.3).
+
+The two differ only in how a block downsamples: `avgpool=False` (ResNet) strides its convs, `avgpool=True`
+(ResNetAP) keeps them at stride 1 and average-pools instead. ResNet's norms ('batch', 'instance') never
+reach the biased / spectral-normed / Identity cases of `conv` and `norm`.
+"""
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import spectral_norm
 
 from utils import UserError
 
@@ -36,10 +42,84 @@ def check_choice(name, what, value, valid):
         raise UserError(f"{name}: unsupported {what} {value!r}; valid: {', '.join(map(str, valid))}")
 
 
+def conv(cin, cout, k, norm_type, stride=1):
+    """A 'same' conv; biased only without a norm layer, spectral-normed for 'sn'."""
+    layer = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=norm_type in ("sn", "none"))
+    return spectral_norm(layer) if norm_type == "sn" else layer
+
+
+def norm(c, norm_type):
+    """BatchNorm, per-channel GroupNorm ('instance'), or nothing for 'none'/'sn'."""
+    if norm_type == "batch":
+        return nn.BatchNorm2d(c)
+    if norm_type == "instance":
+        return nn.GroupNorm(c, c)
+    return nn.Identity()
+
+
+def shortcut(cin, cout, stride, norm_type, avgpool):
+    """conv1x1(stride)-norm, or conv1x1-AvgPool(stride)-norm: the downsample.{0,1} or .{0,2} keys."""
+    if not avgpool:
+        return nn.Sequential(conv(cin, cout, 1, norm_type, stride), norm(cout, norm_type))
+    return nn.Sequential(conv(cin, cout, 1, norm_type), nn.AvgPool2d(stride, stride), norm(cout, norm_type))
+
+
+class BasicBlock(nn.Module):
+    """conv3x3(stride)-norm-ReLU-[avgpool]-conv3x3-norm, plus shortcut, then ReLU."""
+    expansion = 1
+
+    def __init__(self, inplanes, planes, norm_type, stride=1, avgpool=False):
+        super().__init__()
+        self.conv1 = conv(inplanes, planes, 3, norm_type, 1 if avgpool else stride)
+        self.bn1 = norm(planes, norm_type)
+        self.conv2 = conv(planes, planes, 3, norm_type)
+        self.bn2 = norm(planes, norm_type)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool_stride = stride if avgpool else 1
+        self.downsample = (shortcut(inplanes, planes, stride, norm_type, avgpool)
+                           if stride != 1 or inplanes != planes else None)
+
+    def forward(self, x):
+        """Residual block output."""
+        out = self.relu(self.bn1(self.conv1(x)))
+        if self.pool_stride != 1:
+            out = F.avg_pool2d(out, self.pool_stride, self.pool_stride)
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class Bottleneck(nn.Module):
+    """1x1-3x3(stride)-[avgpool]-1x1 (x4 channels) bottleneck, plus shortcut, then ReLU."""
+    expansion = 4
+
+    def __init__(self, inplanes, planes, norm_type, stride=1, avgpool=False):
+        super().__init__()
+        # NOTE(reference): ResNetAP's bottleneck convs stay plain: unbiased for 'none'/'sn', no spectral norm.
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = norm(planes, norm_type)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1 if avgpool else stride, padding=1, bias=False)
+        self.bn2 = norm(planes, norm_type)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = norm(planes * 4, norm_type)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool_stride = stride if avgpool else 1
+        self.downsample = (shortcut(inplanes, planes * 4, stride, norm_type, avgpool)
+                           if stride != 1 or inplanes != planes * 4 else None)
+
+    def forward(self, x):
+        """Residual block output."""
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        if self.pool_stride != 1:
+            out = F.avg_pool2d(out, self.pool_stride, self.pool_stride)
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
 class ResNetBase(nn.Module):
     """layer0 (intro), layer1..4 (channels c, 2c, 4c, 8c; strides 1, 2, 2, 2), global average pool, fc."""
 
-    def __init__(self, intro, block, base, counts, nclass, norm_type):
+    def __init__(self, intro, block, base, counts, nclass, norm_type, avgpool=False):
         super().__init__()
         self.layer0 = intro
         inplanes = base
@@ -47,7 +127,7 @@ class ResNetBase(nn.Module):
             planes, stride = base * 2**i, 1 if i == 0 else 2
             blocks = []
             for j in range(n):
-                blocks.append(block(inplanes, planes, norm_type, stride if j == 0 else 1))
+                blocks.append(block(inplanes, planes, norm_type, stride if j == 0 else 1, avgpool))
                 inplanes = planes * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.feature_dim = inplanes

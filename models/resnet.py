@@ -1,19 +1,10 @@
 """ResNet: the standard, torchvision-like residual network with strided convs (REFERENCE.md section 3.3)."""
 import torch.nn as nn
 
-from models.common import ResNetBase, check_choice, net_size, stage_plan
+from models.common import (BasicBlock, Bottleneck, ResNetBase, check_choice, net_size, norm,
+                           stage_plan)
 
 NORMS = ("instance", "batch")
-
-
-def _norm(c, norm_type):
-    """BatchNorm, or per-channel GroupNorm for 'instance'."""
-    return nn.BatchNorm2d(c) if norm_type == "batch" else nn.GroupNorm(c, c)
-
-
-def _shortcut(cin, cout, stride, norm_type):
-    """conv1x1(stride) then norm: the downsample.{0,1} checkpoint keys."""
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), _norm(cout, norm_type))
 
 
 class IntroBlock(nn.Module):
@@ -25,57 +16,13 @@ class IntroBlock(nn.Module):
             self.conv1 = nn.Conv2d(channels, planes, 7, stride=2, padding=3, bias=False)
         else:
             self.conv1 = nn.Conv2d(channels, planes, 3, padding=1, bias=False)
-        self.bn1 = _norm(planes, norm_type)
+        self.bn1 = norm(planes, norm_type)
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.Identity() if size_kind == "small" else nn.MaxPool2d(3, stride=2, padding=1)
 
     def forward(self, x):
         """Stem output."""
         return self.pool(self.relu(self.bn1(self.conv1(x))))
-
-
-class BasicBlock(nn.Module):
-    """conv3x3(stride)-norm-ReLU-conv3x3-norm, plus shortcut, then ReLU."""
-    expansion = 1
-
-    def __init__(self, inplanes, planes, norm_type, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = _norm(planes, norm_type)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = _norm(planes, norm_type)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = (_shortcut(inplanes, planes, stride, norm_type)
-                           if stride != 1 or inplanes != planes else None)
-
-    def forward(self, x):
-        """Residual block output."""
-        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class Bottleneck(nn.Module):
-    """1x1-3x3(stride)-1x1 (x4 channels) bottleneck, plus shortcut, then ReLU."""
-    expansion = 4
-
-    def __init__(self, inplanes, planes, norm_type, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = _norm(planes, norm_type)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = _norm(planes, norm_type)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = _norm(planes * 4, norm_type)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = (_shortcut(inplanes, planes * 4, stride, norm_type)
-                           if stride != 1 or inplanes != planes * 4 else None)
-
-    def forward(self, x):
-        """Residual block output."""
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
 class ResNet(ResNetBase):
