@@ -1,28 +1,23 @@
-"""Dataset loading: every dataset's facts in one table (DATASETS) and `load_dataset(name, root, ...)`.
+"""Dataset loading: every dataset's facts in one table (DATASETS), `load_dataset(name, root, ...)` and
+`peek_dataset`, which tells those facts without decoding an image.
 
-Each loader reads the dataset's own on-disk format (MNIST idx, CIFAR pickles, SVHN .mat, ImageFolder trees,
-Tiny-ImageNet's raw val layout) and returns uint8 images, unnormalised, as (N, C, H, W) tensors in memory;
+Each loader composes the readers of data/formats.py (MNIST idx, CIFAR pickles, SVHN .mat, ImageFolder trees,
+Tiny-ImageNet's raw val layout) into splits of uint8 images, unnormalised, as (N, C, H, W) tensors in memory;
 ImageNet is streamed from its files through `ImageFiles` (REFERENCE.md 2.2). Normalisation constants are
-REFERENCE.md 2.1; the ImageNet class lists (label = line index) are REFERENCE.md 2.5, in data/classes/.
+REFERENCE.md 2.1.
 """
-import gzip
 import os
-import pickle
-import struct
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
+from data.formats import (ImageFiles, channel_stats, class_dirs, class_tree, decode_images, is_gray, list_classes,
+                          read_cifar_batch, read_cifar_names, read_class_file, read_idx, read_svhn_mat,
+                          read_val_annotations, require)
+from data.formats import list_images, load_image  # noqa: F401  (re-exported for older callers)
 from utils import UserError
-
-CLASS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "classes")
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 # Evaluation DSA strategies after CutMix removed `cutout` (REFERENCE.md 1.1.2): digits lose `flip`.
 DSA_FLIP = "color_crop_flip_scale_rotate"
@@ -80,261 +75,46 @@ class Split:
         return Split(images, self.labels[index.to(self.labels.device)])
 
 
-def holdout(split, nclass, fraction, seed=0):
-    """(rest, held-out): a seeded per-class fraction of `split`, at least one image of each class."""
+def class_counts(split, nclass):
+    """Number of images of each class 0..nclass-1 in `split`, as a list of ints."""
+    return torch.bincount(split.labels.cpu(), minlength=nclass).tolist()
+
+
+def holdout(split, nclass, fraction, seed=0, class_names=None):
+    """(rest, held-out): a seeded per-class `fraction` of `split`, each class keeping at least one image on each side.
+
+    A class holds out round(fraction * count) images, at least 1 and at most count - 1; a class with fewer than
+    2 images cannot be split and is refused.
+    """
     generator = torch.Generator().manual_seed(seed)
     labels = split.labels.cpu()
     keep, held = [], []
     for c in range(nclass):
         index = torch.nonzero(labels == c).flatten()
-        index = index[torch.randperm(len(index), generator=generator)]
-        n = max(1, round(fraction * len(index))) if len(index) > 1 else 0
+        count = len(index)
+        if count < 2:
+            name = f" ({class_names[c]})" if class_names is not None and c < len(class_names) else ""
+            raise UserError(f"class {c}{name} has {count} training image{'' if count == 1 else 's'}: holding out "
+                            f"--val_split {fraction} of each class (at least 1 image) would leave it none to train "
+                            f"on; add images to that class, or drop --val_split (no held-out split)")
+        index = index[torch.randperm(count, generator=generator)]
+        n = min(max(1, round(fraction * count)), count - 1)
         held.append(index[:n])
         keep.append(index[n:])
     return split.subset(torch.cat(keep).sort().values), split.subset(torch.cat(held).sort().values)
 
 
-class ImageFiles:
-    """Images read from disk on demand, resized (shorter side, bilinear) + centre-cropped to `size`, as uint8 CHW."""
-
-    def __init__(self, paths, size, channels=3):
-        self.paths = list(paths)
-        self.size = size
-        self.channels = channels
-
-    def __len__(self):
-        return len(self.paths)
-
-    @property
-    def shape(self):
-        """(N, C, size, size), so code can read .shape[1:] like a tensor's."""
-        return torch.Size((len(self.paths), self.channels, self.size, self.size))
-
-    @property
-    def dtype(self):
-        return torch.uint8
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            index = range(*index.indices(len(self)))
-        elif isinstance(index, torch.Tensor) and index.dim() == 0:
-            index = int(index)
-        if isinstance(index, (int, np.integer)):
-            i = int(index)
-            if not -len(self) <= i < len(self):
-                raise IndexError(f"index {i} out of range for {len(self)} images")
-            return load_image(self.paths[i], self.size, self.channels)
-        idx = [int(i) for i in (index.tolist() if isinstance(index, (torch.Tensor, np.ndarray)) else index)]
-        return decode_images([self.paths[i] for i in idx], self.size, self.channels)
-
-    def __repr__(self):
-        return f"ImageFiles({len(self)} files, size={self.size}, channels={self.channels})"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Image files
-
-def _is_image(fname):
-    return not fname.startswith(".") and fname.lower().endswith(IMG_EXTENSIONS)
-
-
-def list_images(folder):
-    """Image files under `folder`, recursively, in torchvision ImageFolder's order; hidden entries skipped."""
-    walked = []
-    for dirpath, dirnames, fnames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        walked.append((dirpath, sorted(f for f in fnames if _is_image(f))))
-    return [os.path.join(dirpath, f) for dirpath, fnames in sorted(walked) for f in fnames]
-
-
-def list_classes(folder):
-    """Sorted, non-hidden sub-folder names of `folder`."""
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-
-
-def _to_mode(img, channels):
-    """PIL image -> 'RGB' (channels 3) or 'L' (channels 1); 16/32-bit grayscale is scaled down to 8 bits."""
-    if channels == 3:
-        return img if img.mode == "RGB" else img.convert("RGB")
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        a = np.asarray(img).astype(np.int64)
-        if img.mode != "I" or a.max() > 255:
-            a = a >> 8
-        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), mode="L")
-    return img if img.mode == "L" else img.convert("L")
-
-
-def _resize_crop(img, size):
-    """Resize(size) on the shorter side (bilinear) then CenterCrop(size), with torchvision's rounding."""
-    w, h = img.size
-    if (w, h) != (size, size):
-        if w <= h:
-            new_w, new_h = size, int(size * h / w)
-        else:
-            new_w, new_h = int(size * w / h), size
-        if (new_w, new_h) != (w, h):
-            img = img.resize((new_w, new_h), Image.BILINEAR)
-        top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-        img = img.crop((left, top, left + size, top + size))
-    return img
-
-
-def load_image(path, size, channels=3):
-    """One image file -> uint8 (channels, size, size): PIL load, Resize(size) shorter side, CenterCrop(size)."""
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(_resize_crop(_to_mode(img, channels), size))
-    except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError) as e:
-        raise UserError(f"cannot read image {path} ({type(e).__name__}: {e}); delete or replace the file")
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
-
-
-def decode_images(paths, size, channels=3):
-    """Decode many image files into one uint8 (N, channels, size, size) tensor, with a few threads."""
-    out = torch.empty((len(paths), channels, size, size), dtype=torch.uint8)
-
-    def put(i):
-        out[i] = load_image(paths[i], size, channels)
-
-    if len(paths) < 16 or DECODE_THREADS == 1:
-        for i in range(len(paths)):
-            put(i)
-    else:
-        # PIL releases the GIL while decoding and resizing, so threads scale here.
-        with ThreadPoolExecutor(DECODE_THREADS) as pool:
-            list(pool.map(put, range(len(paths)), chunksize=64))
-    return out
-
-
-def _is_gray(path):
-    try:
-        with Image.open(path) as img:
-            return img.mode in GRAY_MODES
-    except (OSError, ValueError, SyntaxError, struct.error) as e:
-        raise UserError(f"cannot read image {path} ({type(e).__name__}: {e}); delete or replace the file")
-
-
-def _class_tree(split_dir, classes):
-    """(paths, labels) of an ImageFolder-style split for `classes` in the given label order."""
-    paths, labels = [], []
-    for label, cls in enumerate(classes):
-        folder = os.path.join(split_dir, cls)
-        if not os.path.isdir(folder):
-            raise UserError(f"class folder {cls} is missing: expected {folder}; check --data_dir or the dataset")
-        files = list_images(folder)
-        if not files:
-            raise UserError(f"class folder {folder} has no images ({', '.join(IMG_EXTENSIONS)}); "
-                            f"add images or remove the folder")
-        paths += files
-        labels += [label] * len(files)
-    return paths, torch.tensor(labels, dtype=torch.int64)
-
-
-def read_class_file(name):
-    """Class wnids of data/classes/<name>.txt; the line index is the label (REFERENCE.md 2.5)."""
-    with open(os.path.join(CLASS_DIR, f"{name}.txt")) as f:
-        return [line.strip() for line in f if line.strip()]
-
-
-def channel_stats(images, chunk=4096):
-    """Per-channel mean and std (population) of uint8 images (N, C, H, W) as [0,1] pixels, rounded to 4 digits."""
-    c = images.shape[1]
-    s, s2, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
-    for start in range(0, len(images), chunk):
-        x = images[start:start + chunk].double().div_(255).transpose(0, 1).reshape(c, -1)
-        s += x.sum(1)
-        s2 += (x * x).sum(1)
-        n += x.shape[1]
-    mean = s / max(n, 1)
-    std = (s2 / max(n, 1) - mean * mean).clamp_min(0).sqrt()
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
-
-
-# ---------------------------------------------------------------------------------------------------
-# File formats
-
-def _require(root, name, relpaths, hint):
-    """Each relpath (or its alternatives, a tuple) must exist under root; else one UserError line with `hint`."""
-    found = []
-    for rel in relpaths:
-        options = rel if isinstance(rel, tuple) else (rel,)
-        hit = next((os.path.join(root, o) for o in options if os.path.isfile(os.path.join(root, o))), None)
-        if hit is None:
-            raise UserError(f"{name} not found under {root} (expected {os.path.join(root, options[0])} ...); {hint}")
-        found.append(hit)
-    return found
-
-
-def read_idx(path):
-    """Parse an idx file (MNIST format; gzip accepted) into a numpy array."""
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise UserError(f"cannot read {path} ({e}); delete it and pass --download to fetch it again")
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in dtypes:
-        raise UserError(f"{path} is not an idx file (bad header); delete it and pass --download to fetch it again")
-    ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    dtype = np.dtype(dtypes[data[2]])
-    count = int(np.prod(dims))
-    if len(data) < 4 + 4 * ndim + count * dtype.itemsize:
-        raise UserError(f"{path} is truncated; delete it and pass --download to fetch it again")
-    return np.frombuffer(data, dtype, count=count, offset=4 + 4 * ndim).reshape(dims)
-
-
-class _NumpyUnpickler(pickle.Unpickler):
-    """Unpickler that only builds numpy arrays (the CIFAR batches hold nothing else): no code execution."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-               ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
-def read_pickle(path):
-    """A CIFAR python batch (Python 2 pickle of a dict of numpy arrays and lists)."""
-    try:
-        with open(path, "rb") as f:
-            obj = _NumpyUnpickler(f, encoding="latin1").load()
-    except Exception as e:  # pickle raises many types for corrupt files
-        raise UserError(f"cannot read {path} ({type(e).__name__}: {e}); delete it and pass --download again")
-    if not isinstance(obj, dict):
-        raise UserError(f"{path} is not a CIFAR batch; delete it and pass --download to fetch it again")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
-
-
-def _cifar_batch(path, label_key):
-    batch = read_pickle(path)
-    if "data" not in batch or label_key not in batch:
-        raise UserError(f"{path} has no '{label_key}' entry; it is not the expected CIFAR batch")
-    data = np.asarray(batch["data"], dtype=np.uint8)
-    labels = np.asarray(batch[label_key], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise UserError(f"{path} holds data of shape {data.shape}; expected (N, 3072): not a CIFAR batch")
-    # Each row is the R plane, then G, then B, each 32x32 row-major: that is CHW already.
-    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
-
-
-def _names(meta_path, key):
-    meta = read_pickle(meta_path)
-    names = meta.get(key)
-    if not names:
-        raise UserError(f"{meta_path} has no '{key}'; delete it and pass --download to fetch it again")
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+def _enough_classes(name, root, classes):
+    """Condensation aligns classes against each other: one class (or none) is refused."""
+    if len(classes) < 2:
+        shown = f" ({', '.join(classes)})" if classes else ""
+        raise UserError(f"{name} dataset under {root} has {len(classes)} class{'' if len(classes) == 1 else 'es'}"
+                        f"{shown}; condensation needs at least 2 classes: add class folders")
 
 
 # ---------------------------------------------------------------------------------------------------
 # Loaders: loader(name, root, size, nclass, phase, seed) -> (train Split, test Split, facts overriding the table)
+# Peeks: peek(name, root, size, nclass, phase, seed) -> the facts a loader would give, without decoding images
 
 TORCHVISION_HINT = "pass --download to fetch it or --data_dir to point at it"
 
@@ -358,9 +138,9 @@ def _load_mnist_like(name, root, folder):
     def idx(stem):
         return (f"{folder}/raw/{stem}", f"{folder}/raw/{stem}.gz")
 
-    files = _require(root, name, [idx("train-images-idx3-ubyte"), idx("train-labels-idx1-ubyte"),
-                                  idx("t10k-images-idx3-ubyte"), idx("t10k-labels-idx1-ubyte")],
-                     TORCHVISION_HINT)
+    files = require(root, name, [idx("train-images-idx3-ubyte"), idx("train-labels-idx1-ubyte"),
+                                 idx("t10k-images-idx3-ubyte"), idx("t10k-labels-idx1-ubyte")],
+                    TORCHVISION_HINT)
     splits = []
     for img_path, lab_path in ((files[0], files[1]), (files[2], files[3])):
         images, labels = read_idx(img_path), read_idx(lab_path)
@@ -382,50 +162,46 @@ def load_fashion(name, root, **_):
     return _load_mnist_like(name, root, "FashionMNIST")
 
 
+CIFAR10_BASE, CIFAR100_BASE = "cifar-10-batches-py", "cifar-100-python"
+
+
 def load_cifar10(name, root, **_):
     """CIFAR-10 python batches under root/cifar-10-batches-py."""
-    base = "cifar-10-batches-py"
+    base = CIFAR10_BASE
     rels = [f"{base}/data_batch_{i}" for i in range(1, 6)] + [f"{base}/test_batch", f"{base}/batches.meta"]
-    files = _require(root, name, rels, TORCHVISION_HINT)
-    parts = [_cifar_batch(p, "labels") for p in files[:5]]
+    files = require(root, name, rels, TORCHVISION_HINT)
+    parts = [read_cifar_batch(p, "labels") for p in files[:5]]
     train = Split(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-    test = Split(*_cifar_batch(files[5], "labels"))
-    return train, test, {"class_names": _names(files[6], "label_names")}
+    test = Split(*read_cifar_batch(files[5], "labels"))
+    return train, test, {"class_names": read_cifar_names(files[6], "label_names")}
 
 
 def load_cifar100(name, root, **_):
     """CIFAR-100 python files under root/cifar-100-python (fine labels)."""
-    base = "cifar-100-python"
-    files = _require(root, name, [f"{base}/train", f"{base}/test", f"{base}/meta"], TORCHVISION_HINT)
-    train = Split(*_cifar_batch(files[0], "fine_labels"))
-    test = Split(*_cifar_batch(files[1], "fine_labels"))
-    return train, test, {"class_names": _names(files[2], "fine_label_names")}
+    base = CIFAR100_BASE
+    files = require(root, name, [f"{base}/train", f"{base}/test", f"{base}/meta"], TORCHVISION_HINT)
+    train = Split(*read_cifar_batch(files[0], "fine_labels"))
+    test = Split(*read_cifar_batch(files[1], "fine_labels"))
+    return train, test, {"class_names": read_cifar_names(files[2], "fine_label_names")}
+
+
+def cifar_peek(meta_rel, key):
+    """A peek giving the class names of the CIFAR meta file when it is there (None until downloaded)."""
+    def peek(name, root, **_):
+        path = os.path.join(root, meta_rel)
+        return {"class_names": read_cifar_names(path, key)} if os.path.isfile(path) else {}
+    return peek
 
 
 def load_svhn(name, root, **_):
     """SVHN .mat files under root/SVHN; label 10 means digit 0 (as torchvision)."""
-    import scipy.io  # optional dependency, only SVHN needs it
-
-    files = _require(root, name, ["SVHN/train_32x32.mat", "SVHN/test_32x32.mat"], TORCHVISION_HINT)
-    splits = []
-    for path in files:
-        try:
-            mat = scipy.io.loadmat(path)
-        except Exception as e:  # scipy raises ValueError/TypeError/OSError on bad files
-            raise UserError(f"cannot read {path} ({type(e).__name__}: {e}); delete it and pass --download again")
-        x, y = mat.get("X"), mat.get("y")
-        if x is None or y is None or x.ndim != 4 or x.shape[3] != y.size:
-            raise UserError(f"{path} lacks X (HxWxCxN) and y; delete it and pass --download to fetch it again")
-        images = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (3, 2, 0, 1)), dtype=np.uint8))
-        labels = y.reshape(-1).astype(np.int64)
-        labels[labels == 10] = 0
-        splits.append(Split(images, torch.from_numpy(labels)))
-    return splits[0], splits[1], {}
+    files = require(root, name, ["SVHN/train_32x32.mat", "SVHN/test_32x32.mat"], TORCHVISION_HINT)
+    train, test = (Split(*read_svhn_mat(path)) for path in files)
+    return train, test, {}
 
 
-def load_tinyimagenet(name, root, size=None, **_):
-    """Tiny-ImageNet: root = the unpacked tiny-imagenet-200 folder; val as class folders or the raw layout."""
-    size = size or 64
+def _tiny_layout(name, root):
+    """(root, train_dir, val_dir, classes) of an unpacked tiny-imagenet-200 folder (or its parent)."""
     if not os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "tiny-imagenet-200")):
         root = os.path.join(root, "tiny-imagenet-200")
     train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
@@ -437,38 +213,32 @@ def load_tinyimagenet(name, root, size=None, **_):
     classes = list_classes(train_dir)
     if not classes:
         raise UserError(f"{train_dir} has no class folders; {hint}")
-    train_paths, train_labels = _class_tree(train_dir, classes)
+    _enough_classes(name, root, classes)
+    return root, train_dir, val_dir, classes
 
+
+def load_tinyimagenet(name, root, size=None, **_):
+    """Tiny-ImageNet: root = the unpacked tiny-imagenet-200 folder; val as class folders or the raw layout."""
+    size = size or 64
+    root, train_dir, val_dir, classes = _tiny_layout(name, root)
+    train_paths, train_labels = class_tree(train_dir, classes)
     annotations = os.path.join(val_dir, "val_annotations.txt")
     if os.path.isfile(annotations):
-        # Raw release: val/images/*.JPEG labelled by val_annotations.txt (filename, wnid, 4 bbox ints).
-        index = {c: i for i, c in enumerate(classes)}
-        items = []
-        with open(annotations) as f:
-            for n, line in enumerate(f, 1):
-                fields = line.split()
-                if not fields:
-                    continue
-                if len(fields) < 2 or fields[1] not in index:
-                    raise UserError(f"{annotations} line {n} names class "
-                                    f"{fields[1] if len(fields) > 1 else '?'} that train/ lacks; "
-                                    f"use the matching train and val folders")
-                path = os.path.join(val_dir, "images", fields[0])
-                if not os.path.isfile(path):
-                    raise UserError(f"{annotations} line {n} lists {path}, which is missing; re-unpack the dataset")
-                items.append((index[fields[1]], fields[0], path))
-        items.sort()  # class-major, then file name: the order ImageFolder gives a val split into folders
-        val_paths = [p for _, _, p in items]
-        val_labels = torch.tensor([lab for lab, _, _ in items], dtype=torch.int64)
+        val_paths, val_labels = read_val_annotations(annotations, os.path.join(val_dir, "images"), classes)
     else:
         missing = [c for c in classes if not os.path.isdir(os.path.join(val_dir, c))]
         if missing:
             raise UserError(f"{val_dir} has neither val_annotations.txt nor a folder for class {missing[0]}; "
                             f"re-unpack the dataset")
-        val_paths, val_labels = _class_tree(val_dir, classes)
+        val_paths, val_labels = class_tree(val_dir, classes)
     train = Split(decode_images(train_paths, size), train_labels)
     test = Split(decode_images(val_paths, size), val_labels)
     return train, test, {"nclass": len(classes), "class_names": tuple(classes), "size": size}
+
+
+def peek_tinyimagenet(name, root, size=None, **_):
+    classes = _tiny_layout(name, root)[3]
+    return {"nclass": len(classes), "class_names": tuple(classes), "size": size or 64}
 
 
 def _imagenet_dirs(name, root):
@@ -485,16 +255,22 @@ def load_imagenet_subset(name, root, size=None, **_):
     size = size or 128
     train_dir, val_dir = _imagenet_dirs(name, root)
     classes = read_class_file(name)
-    train_paths, train_labels = _class_tree(train_dir, classes)
-    val_paths, val_labels = _class_tree(val_dir, classes)
+    train_paths, train_labels = class_tree(train_dir, classes)
+    val_paths, val_labels = class_tree(val_dir, classes)
     train = Split(decode_images(train_paths, size), train_labels)
     test = Split(decode_images(val_paths, size), val_labels)
     return train, test, {"class_names": tuple(classes), "size": size}
 
 
-def load_imagenet(name, root, size=None, nclass=None, phase=0, seed=0, **_):
-    """ImageNet-10/100: a slice of class100.txt (seed 0) or of a seeded permutation; streamed from files."""
-    size = size or 224
+def peek_imagenet_subset(name, root, size=None, **_):
+    classes = read_class_file(name)
+    for split_dir in _imagenet_dirs(name, root):
+        class_dirs(split_dir, classes)
+    return {"class_names": tuple(classes), "size": size or 128}
+
+
+def _imagenet_classes(name, root, nclass, phase, seed):
+    """(train_dir, val_dir, nclass, classes): the ImageNet-10/100 class slice, in label order."""
     nclass = 10 if nclass is None else nclass
     if nclass not in (10, 100):
         raise UserError(f"imagenet supports --nclass 10 or 100, not {nclass}")
@@ -509,17 +285,30 @@ def load_imagenet(name, root, size=None, nclass=None, phase=0, seed=0, **_):
     if nclass * (p + 1) > len(pool):
         raise UserError(f"--phase {phase} with --nclass {nclass} needs classes {nclass * p}..{nclass * (p + 1) - 1} "
                         f"but only {len(pool)} are available; use --phase below {len(pool) // nclass}")
-    classes = pool[nclass * p: nclass * (p + 1)]
-    train_paths, train_labels = _class_tree(train_dir, classes)
-    val_paths, val_labels = _class_tree(val_dir, classes)
+    return train_dir, val_dir, nclass, pool[nclass * p: nclass * (p + 1)]
+
+
+def load_imagenet(name, root, size=None, nclass=None, phase=0, seed=0, **_):
+    """ImageNet-10/100: a slice of class100.txt (seed 0) or of a seeded permutation; streamed from files."""
+    size = size or 224
+    train_dir, val_dir, nclass, classes = _imagenet_classes(name, root, nclass, phase, seed)
+    train_paths, train_labels = class_tree(train_dir, classes)
+    val_paths, val_labels = class_tree(val_dir, classes)
     train = Split(ImageFiles(train_paths, size), train_labels)
     test = Split(ImageFiles(val_paths, size), val_labels)
     return train, test, {"nclass": nclass, "class_names": tuple(classes), "size": size}
 
 
-def load_folder(name, root, size=None, **_):
-    """Any ImageFolder tree root/train/<class>/*, root/val (or test)/<class>/*; gray if every train image is."""
-    size = size or 32
+def peek_imagenet(name, root, size=None, nclass=None, phase=0, seed=0, **_):
+    # Only the class folders are checked: listing 1.28M training files is the loader's job.
+    train_dir, val_dir, nclass, classes = _imagenet_classes(name, root, nclass, phase, seed)
+    for split_dir in (train_dir, val_dir):
+        class_dirs(split_dir, classes)
+    return {"nclass": nclass, "class_names": tuple(classes), "size": size or 224}
+
+
+def _folder_tree(name, root):
+    """(train paths, train labels, val paths, val labels, classes) of an ImageFolder tree; no image is opened."""
     train_dir = os.path.join(root, "train")
     val_dir = next((os.path.join(root, s) for s in ("val", "test") if os.path.isdir(os.path.join(root, s))), None)
     if not os.path.isdir(train_dir) or val_dir is None:
@@ -528,6 +317,7 @@ def load_folder(name, root, size=None, **_):
     classes = list_classes(train_dir)
     if not classes:
         raise UserError(f"{train_dir} has no class folders; put each class's images in train/<class>/")
+    _enough_classes(name, root, classes)
     val_classes = list_classes(val_dir)
     if val_classes != classes:
         only_train = sorted(set(classes) - set(val_classes))
@@ -535,9 +325,14 @@ def load_folder(name, root, size=None, **_):
         diff = (f"only in train: {only_train[:3]}" if only_train
                 else f"only in {os.path.basename(val_dir)}: {only_val[:3]}")
         raise UserError(f"{train_dir} and {val_dir} have different class folders ({diff}); give both the same classes")
-    train_paths, train_labels = _class_tree(train_dir, classes)
-    val_paths, val_labels = _class_tree(val_dir, classes)
-    channels = 1 if all(_is_gray(p) for p in train_paths) else 3
+    return (*class_tree(train_dir, classes), *class_tree(val_dir, classes), classes)
+
+
+def load_folder(name, root, size=None, **_):
+    """Any ImageFolder tree root/train/<class>/*, root/val (or test)/<class>/*; gray if every train image is."""
+    size = size or 32
+    train_paths, train_labels, val_paths, val_labels, classes = _folder_tree(name, root)
+    channels = 1 if all(is_gray(p) for p in train_paths) else 3
     train_images = decode_images(train_paths, size, channels)
     mean, std = channel_stats(train_images)
     std = tuple(max(s, 1e-3) for s in std)  # a constant-colour set must not divide by zero
@@ -545,6 +340,12 @@ def load_folder(name, root, size=None, **_):
     test = Split(decode_images(val_paths, size, channels), val_labels)
     return train, test, {"nclass": len(classes), "channels": channels, "size": size, "mean": mean, "std": std,
                          "class_names": tuple(classes)}
+
+
+def peek_folder(name, root, size=None, **_):
+    train_paths, _, _, _, classes = _folder_tree(name, root)
+    channels = 1 if all(is_gray(p) for p in train_paths) else 3
+    return {"nclass": len(classes), "channels": channels, "size": size or 32, "class_names": tuple(classes)}
 
 
 DIGITS_SIZE = 16
@@ -570,7 +371,7 @@ def load_digits(name, root=None, **_):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Facts about one dataset (None: read from the files) and the function that reads it."""
+    """Facts about one dataset (None: read from the files) and the functions that read it."""
     loader: Callable
     nclass: Optional[int]
     channels: Optional[int]
@@ -584,10 +385,12 @@ class DatasetSpec:
     fetch: Optional[Callable] = None  # fetch(name, root): download with torchvision (--download)
     resizable: bool = False           # decoded from image files, so `size` may override the table's size
     needs_root: bool = True           # False: bundled with a package, `root` is ignored
+    peek: Optional[Callable] = None   # the facts the files decide, without decoding images; None: the table's
 
 
 def _subset():
-    return DatasetSpec(load_imagenet_subset, 10, 3, 128, *IMAGENET_STATS, imagenet_epochs=True, resizable=True)
+    return DatasetSpec(load_imagenet_subset, 10, 3, 128, *IMAGENET_STATS, imagenet_epochs=True, resizable=True,
+                       peek=peek_imagenet_subset)
 
 
 DATASETS = {
@@ -596,15 +399,19 @@ DATASETS = {
     "fashion": DatasetSpec(load_fashion, 10, 1, 28, *FASHION_STATS, FASHION_NAMES,
                            fetch=torchvision_fetcher("FashionMNIST")),
     "cifar10": DatasetSpec(load_cifar10, 10, 3, 32, *CIFAR_STATS, cifar_layout=True,
-                           fetch=torchvision_fetcher("CIFAR10")),
+                           fetch=torchvision_fetcher("CIFAR10"),
+                           peek=cifar_peek(f"{CIFAR10_BASE}/batches.meta", "label_names")),
     "cifar100": DatasetSpec(load_cifar100, 100, 3, 32, *CIFAR_STATS, cifar_layout=True,
-                            fetch=torchvision_fetcher("CIFAR100")),
+                            fetch=torchvision_fetcher("CIFAR100"),
+                            peek=cifar_peek(f"{CIFAR100_BASE}/meta", "fine_label_names")),
     "svhn": DatasetSpec(load_svhn, 10, 3, 32, *SVHN_STATS, DIGIT_NAMES, DSA_NO_FLIP,
                         fetch=torchvision_fetcher("SVHN", subdir="SVHN", split_arg=True)),
-    "tinyimagenet": DatasetSpec(load_tinyimagenet, 200, 3, 64, *IMAGENET_STATS, resizable=True),
+    "tinyimagenet": DatasetSpec(load_tinyimagenet, 200, 3, 64, *IMAGENET_STATS, resizable=True,
+                                peek=peek_tinyimagenet),
     **{n: _subset() for n in ("imagenette", "imagewoof", "imagemeow", "imagesquawk", "imagefruit", "imageyellow")},
-    "imagenet": DatasetSpec(load_imagenet, None, 3, 224, *IMAGENET_STATS, imagenet_epochs=True, resizable=True),
-    "folder": DatasetSpec(load_folder, None, None, None, None, None, resizable=True),
+    "imagenet": DatasetSpec(load_imagenet, None, 3, 224, *IMAGENET_STATS, imagenet_epochs=True, resizable=True,
+                            peek=peek_imagenet),
+    "folder": DatasetSpec(load_folder, None, None, None, None, None, resizable=True, peek=peek_folder),
     # NOTE: digits are orientation-sensitive like MNIST/SVHN, so their evaluation DSA has no flip.
     "digits": DatasetSpec(load_digits, 10, 1, DIGITS_SIZE, *DIGITS_STATS, DIGIT_NAMES, DSA_NO_FLIP,
                           needs_root=False),
@@ -616,13 +423,8 @@ def dataset_names():
     return list(DATASETS)
 
 
-def load_dataset(name, root, download=False, size=None, nclass=None, phase=0, seed=0):
-    """Load `name` from `root` -> (train Split, test Split, DatasetInfo); uint8 images, unnormalised.
-
-    size: output size for the image-file datasets (folder default 32; tinyimagenet/subsets/imagenet keep their
-    table size when None); the tensor datasets only accept their own size. nclass, phase, seed: the ImageNet
-    class slice (seed = the reference's dseed; 0 uses class100.txt); ignored by the other datasets.
-    """
+def _spec_and_root(name, root, size):
+    """The dataset's spec and its root folder (expanded), after the checks that need no file."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
     spec = DATASETS[name]
@@ -633,8 +435,29 @@ def load_dataset(name, root, download=False, size=None, nclass=None, phase=0, se
         if not root:
             raise UserError(f"{name} needs a data folder; pass --data_dir")
         root = os.path.expanduser(str(root))
-        if download and spec.fetch is not None:
-            spec.fetch(name, root)
+    return spec, root
+
+
+def peek_dataset(name, root, size=None, nclass=None, phase=0, seed=0):
+    """{"nclass", "channels", "size", "class_names"} of `name` known without decoding an image (None: not yet
+    known, e.g. CIFAR class names before the download); raises load_dataset's errors for missing folders."""
+    spec, root = _spec_and_root(name, root, size)
+    facts = dict(nclass=spec.nclass, channels=spec.channels, size=spec.size, class_names=spec.class_names or None)
+    if spec.peek is not None:
+        facts.update(spec.peek(name, root, size=size, nclass=nclass, phase=phase, seed=seed))
+    return facts
+
+
+def load_dataset(name, root, download=False, size=None, nclass=None, phase=0, seed=0):
+    """Load `name` from `root` -> (train Split, test Split, DatasetInfo); uint8 images, unnormalised.
+
+    size: output size for the image-file datasets (folder default 32; tinyimagenet/subsets/imagenet keep their
+    table size when None); the tensor datasets only accept their own size. nclass, phase, seed: the ImageNet
+    class slice (seed = the reference's dseed; 0 uses class100.txt); ignored by the other datasets.
+    """
+    spec, root = _spec_and_root(name, root, size)
+    if download and spec.needs_root and spec.fetch is not None:
+        spec.fetch(name, root)
     train, test, facts = spec.loader(name, root, size=size, nclass=nclass, phase=phase, seed=seed)
     fields = dict(nclass=spec.nclass, channels=spec.channels, size=spec.size, mean=spec.mean, std=spec.std,
                   class_names=spec.class_names or tuple(str(i) for i in range(spec.nclass or 0)))
@@ -643,6 +466,7 @@ def load_dataset(name, root, download=False, size=None, nclass=None, phase=0, se
                        imagenet_epochs=spec.imagenet_epochs, **fields)
     for split_name, split in (("train", train), ("test", test)):
         _check_split(info, split_name, split, root)
+    _enough_classes(name, root, info.class_names)
     return train, test, info
 
 

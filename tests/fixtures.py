@@ -1,7 +1,9 @@
 """Tiny datasets written in each dataset's real on-disk format, for tests and end-to-end runs.
 
 Every writer is deterministic (seeded) and makes class c's images brighter with c (plus noise), so a tiny
-network can learn something. Each returns the folder to pass as --data_dir / load_dataset's root.
+network can learn something. Each default fixture holds at least 4 training images per class: condensing 1
+image per class at factor 2 takes 4 distinct real images of each class. Each writer returns the folder to pass
+as --data_dir / load_dataset's root.
 `write_fixture(name, root)` writes the default fixture of any dataset in data.datasets.DATASETS.
 """
 import gzip
@@ -12,7 +14,7 @@ import struct
 import numpy as np
 from PIL import Image
 
-from data.datasets import read_class_file
+from data.formats import read_class_file
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -92,7 +94,7 @@ def write_cifar10(root, n_train_per_class=4, n_test_per_class=2, seed=0):
     return root
 
 
-def write_cifar100(root, n_train_per_class=2, n_test_per_class=1, seed=0):
+def write_cifar100(root, n_train_per_class=4, n_test_per_class=1, seed=0):
     """root/cifar-100-python/{train, test, meta}; the format has 100 fine classes (20 coarse)."""
     rng = np.random.default_rng(seed)
     base = os.path.join(root, "cifar-100-python")
@@ -186,7 +188,7 @@ def _write_imagenet_tree(root, wnids, n_train_per_class, n_val_per_class, image_
     return root
 
 
-def write_imagenet_subset(root, name, n_train_per_class=2, n_val_per_class=1, image_sizes=((150, 140), (140, 170)),
+def write_imagenet_subset(root, name, n_train_per_class=4, n_val_per_class=1, image_sizes=((150, 140), (140, 170)),
                           distractors=1, seed=0):
     """ImageNet layout (train/<wnid>/, val/<wnid>/) holding the 10 classes of subset `name` (e.g. 'imagenette'),
     class i (line i of data/classes/<name>.txt) the i-th brightest, plus `distractors` unrelated class folders.
@@ -195,7 +197,7 @@ def write_imagenet_subset(root, name, n_train_per_class=2, n_val_per_class=1, im
                                 distractors)
 
 
-def write_imagenet(root, nclass=10, phase=0, n_train_per_class=2, n_val_per_class=1,
+def write_imagenet(root, nclass=10, phase=0, n_train_per_class=4, n_val_per_class=1,
                    image_sizes=((90, 75), (70, 96)), distractors=1, seed=0):
     """ImageNet layout holding class100.txt entries [nclass*phase, nclass*(phase+1)) (+ distractor folders)."""
     wnids = read_class_file("class100")[nclass * phase: nclass * (phase + 1)]

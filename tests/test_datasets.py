@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from data import datasets as D
-from data.datasets import DATASETS, ImageFiles, Split, dataset_names, load_dataset
+from data import formats
+from data.datasets import DATASETS, ImageFiles, Split, dataset_names, load_dataset, peek_dataset
+from data.formats import channel_stats, list_images, load_image, read_class_file
 from tests import fixtures as F
 from utils import UserError
 
@@ -44,11 +46,30 @@ def test_registry_and_fixtures_cover_every_dataset():
     assert set(EXPECTED) == set(DATASETS) == set(F.FIXTURES)
 
 
+def test_readers_live_in_formats_and_stay_importable_from_datasets():
+    import ast
+
+    for name in ("ImageFiles", "read_class_file", "channel_stats", "list_images", "load_image"):
+        assert getattr(D, name) is getattr(formats, name)
+    tree = ast.parse(open(formats.__file__).read())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in imported if m and m.startswith("data")}  # a leaf below datasets.py
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagenette", "imagenet"])
+def test_fixtures_hold_four_training_images_per_class(name, tmp_path):
+    train, _, info = _load(name, tmp_path)
+    assert min(D.class_counts(train, info.nclass)) >= 4
+
+
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_every_dataset_loads_its_fixture(name, tmp_path):
     train, test, info = _load(name, tmp_path)
     nclass, channels, size = EXPECTED[name]
     assert (info.name, info.nclass, info.channels, info.size) == (name, nclass, channels, size)
+    peek = peek_dataset(name, str(tmp_path))
+    assert peek == {"nclass": nclass, "channels": channels, "size": size, "class_names": info.class_names}
     assert len(info.class_names) == nclass and len(set(info.class_names)) == nclass
     assert len(info.mean) == len(info.std) == channels
     if name in STATS:
@@ -126,7 +147,7 @@ def test_tinyimagenet_raw_val_labels_follow_annotations(tmp_path):
     expected = sorted((wnids.index(wnid), fname) for fname, wnid, *_ in rows)
     assert test.labels.tolist() == [label for label, _ in expected]
     for i, (_, fname) in enumerate(expected):
-        direct = D.load_image(os.path.join(root, "val", "images", fname), 64)
+        direct = load_image(os.path.join(root, "val", "images", fname), 64)
         assert torch.equal(test.images[i], direct)
     # The same data with val already split into class folders loads identically.
     folders = F.write_tinyimagenet(tmp_path / "folders", nclass=3, raw_val=False)
@@ -160,31 +181,31 @@ def test_resize_crop_matches_torchvision(tmp_path):
         path = str(tmp_path / f"{k}.png")
         Image.fromarray(np.random.default_rng(k).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
         ref = T.Compose([T.Resize(128), T.CenterCrop(128), T.PILToTensor()])(Image.open(path).convert("RGB"))
-        assert torch.equal(D.load_image(path, 128), ref)
+        assert torch.equal(load_image(path, 128), ref)
 
 
 def test_image_files_match_in_memory_decode(tmp_path):
     train, _, _ = _load("imagenette", tmp_path)
-    paths = [p for wnid in D.read_class_file("imagenette") for p in D.list_images(tmp_path / "train" / wnid)]
+    paths = [p for wnid in read_class_file("imagenette") for p in list_images(tmp_path / "train" / wnid)]
     files = ImageFiles(paths, 128)
-    assert files.shape == train.images.shape == (20, 3, 128, 128) and len(files) == 20
+    assert files.shape == train.images.shape == (40, 3, 128, 128) and len(files) == 40
     assert torch.equal(files[3], train.images[3]) and torch.equal(files[-1], train.images[-1])
     assert torch.equal(files[[0, 5, 7]], train.images[[0, 5, 7]])
-    assert torch.equal(files[torch.tensor([19, 2])], train.images[torch.tensor([19, 2])])
+    assert torch.equal(files[torch.tensor([39, 2])], train.images[torch.tensor([39, 2])])
     assert torch.equal(files[4:8], train.images[4:8])
-    assert torch.equal(files[torch.arange(20)], train.images)
+    assert torch.equal(files[torch.arange(40)], train.images)
     with pytest.raises(IndexError):
-        files[20]
+        files[40]
 
 
 def test_imagenet_streams_the_class100_slice(tmp_path):
     root = F.write_imagenet(tmp_path, nclass=10, phase=1)
     train, test, info = load_dataset("imagenet", root, nclass=10, phase=1)
-    assert list(info.class_names) == D.read_class_file("class100")[10:20]
+    assert list(info.class_names) == read_class_file("class100")[10:20]
     assert isinstance(train.images, ImageFiles) and isinstance(test.images, ImageFiles)
-    assert len(train) == 20 and len(test) == 10
-    assert torch.equal(train.images[0], D.load_image(train.images.paths[0], 224))
-    assert [os.path.basename(os.path.dirname(p)) for p in train.images.paths[::2]] == list(info.class_names)
+    assert len(train) == 40 and len(test) == 10
+    assert torch.equal(train.images[0], load_image(train.images.paths[0], 224))
+    assert [os.path.basename(os.path.dirname(p)) for p in train.images.paths[::4]] == list(info.class_names)
     with pytest.raises(UserError, match="--nclass 10 or 100"):
         load_dataset("imagenet", root, nclass=7)
     with pytest.raises(UserError, match="--phase"):
@@ -206,7 +227,7 @@ def test_folder_channels_stats_and_test_dir(gray, tmp_path):
     assert info.channels == (1 if gray else 3) and info.size == 24
     assert train.images.shape == (12, info.channels, 24, 24) and test.images.shape == (6, info.channels, 24, 24)
     assert info.class_names == ("class_0", "class_1", "class_2")
-    assert (info.mean, info.std) == D.channel_stats(train.images)
+    assert (info.mean, info.std) == channel_stats(train.images)
 
 
 def test_digits_split_and_stats():
@@ -217,7 +238,7 @@ def test_digits_split_and_stats():
     assert train.images.shape[1:] == (1, 16, 16)
     counts_train, counts_test = torch.bincount(train.labels), torch.bincount(test.labels)
     assert ((counts_test.float() / (counts_train + counts_test)) - 0.25).abs().max() < 0.02  # stratified
-    assert (info.mean, info.std) == D.channel_stats(train.images)
+    assert (info.mean, info.std) == channel_stats(train.images)
     assert int(train.images.max()) == 255 and int(train.images.min()) == 0
 
 
@@ -227,10 +248,10 @@ def test_class_files():
                   "imagefruit": ("n07753275", "n07760859"), "imageyellow": ("n02206856", "n01531178"),
                   "class100": ("n02869837", "n02090622")}
     for name, (first, last) in first_last.items():
-        wnids = D.read_class_file(name)
+        wnids = read_class_file(name)
         assert len(wnids) == len(set(wnids)) == (100 if name == "class100" else 10)
         assert (wnids[0], wnids[-1]) == (first, last)
-    assert D.read_class_file("class100")[9:11] == ["n01773797", "n01735189"]  # ImageNet-10 ends at 10
+    assert read_class_file("class100")[9:11] == ["n01773797", "n01735189"]  # ImageNet-10 ends at 10
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -320,3 +341,64 @@ def test_download_goes_through_torchvision(tmp_path, monkeypatch):
     load_dataset("svhn", str(tmp_path), download=True)
     assert [c[2] for c in calls] == [{"split": "train"}, {"split": "test"}]
     assert calls[0][0] == os.path.join(str(tmp_path), "SVHN")
+
+
+def test_one_class_datasets_are_refused(tmp_path):
+    root = F.write_folder(tmp_path / "folder", nclass=1)
+    message = _error(load_dataset, "folder", root)
+    assert "1 class (class_0)" in message and "at least 2 classes" in message and "add class folders" in message
+    assert _error(peek_dataset, "folder", root) == message
+    tiny = F.write_tinyimagenet(tmp_path / "tiny", nclass=1)
+    assert "at least 2 classes" in _error(load_dataset, "tinyimagenet", tiny)
+
+
+# ---------------------------------------------------------------------------------------------------
+# peek_dataset: the facts, without decoding an image
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Any pixel decode fails the test: the readers, and PIL's own load()."""
+    import PIL.ImageFile
+
+    def fail(*args, **kw):
+        raise AssertionError("peek_dataset decoded an image")
+
+    for module, name in ((formats, "load_image"), (formats, "decode_images"), (D, "decode_images"),
+                         (PIL.ImageFile.ImageFile, "load")):
+        monkeypatch.setattr(module, name, fail)
+
+
+@pytest.mark.parametrize("gray", [False, True])
+def test_peek_folder_lists_classes_and_detects_gray(gray, tmp_path, no_decoding):
+    root = F.write_folder(tmp_path, nclass=3, gray=gray)
+    assert peek_dataset("folder", root, size=24) == {"nclass": 3, "channels": 1 if gray else 3, "size": 24,
+                                                     "class_names": ("class_0", "class_1", "class_2")}
+    assert peek_dataset("folder", root)["size"] == 32
+
+
+def test_peek_cifar10_gives_the_table_facts(tmp_path, no_decoding):
+    assert peek_dataset("cifar10", str(tmp_path)) == {"nclass": 10, "channels": 3, "size": 32, "class_names": None}
+    root = F.write_cifar10(tmp_path)
+    assert peek_dataset("cifar10", root)["class_names"] == tuple(F.CIFAR10_NAMES)
+    assert "--size" in _error(peek_dataset, "cifar10", root, size=64)
+    assert "--data_dir" in _error(peek_dataset, "cifar10", None)
+    assert peek_dataset("digits", None)["nclass"] == 10
+
+
+def test_peek_imagenet_slices_the_class_list(tmp_path, no_decoding):
+    root = F.write_imagenet(tmp_path, nclass=10, phase=1)
+    peek = peek_dataset("imagenet", root, size=64, nclass=10, phase=1)
+    assert peek == {"nclass": 10, "channels": 3, "size": 64, "class_names": tuple(read_class_file("class100")[10:20])}
+    assert "--phase" in _error(peek_dataset, "imagenet", root, nclass=100, phase=1)
+    assert peek_dataset("imagenette", F.write_imagenet_subset(tmp_path / "nette", "imagenette"))["size"] == 128
+
+
+@pytest.mark.parametrize("name", ["tinyimagenet", "imagenette", "imagenet", "folder"])
+def test_peek_raises_load_datasets_errors_for_missing_folders(name, tmp_path):
+    assert _error(peek_dataset, name, str(tmp_path)) == _error(load_dataset, name, str(tmp_path))
+
+
+def test_peek_names_a_missing_class_folder(tmp_path):
+    root = F.write_imagenet_subset(tmp_path, "imagewoof")
+    os.rename(tmp_path / "val" / "n02087394", tmp_path / "elsewhere")
+    assert _error(peek_dataset, "imagewoof", root) == _error(load_dataset, "imagewoof", root)
