@@ -247,3 +247,197 @@ def cutmix(x, y, beta=1.0):
 def cutmix_loss(logits, y, y_b, ratio):
     """Mixed cross-entropy ratio * CE(logits, y) + (1 - ratio) * CE(logits, y_b)."""
     return ratio * F.cross_entropy(logits, y) + (1.0 - ratio) * F.cross_entropy(logits, y_b)
+
+
+# ----------------------------------------------------------------------------------------------
+# torchvision-style ImageNet training augmentation (section 2.4: transform_imagenet with augment=True,
+# size=0, rrc=True, rrc_size = image size), used instead of DSA to train evaluation networks on ImageNet.
+# Per sample, on [0, 1] pixels before normalisation: RandomResizedCrop(scale=(0.5, 1)) -> RandomHorizontalFlip
+# -> the official ColorJitter(0.4, 0.4, 0.4) (random order of three lerps) -> Lighting(0.1).
+# Crop boxes are (top, left, height, width) in pixels, with top/height along H (dim 2), left/width along W (dim 3).
+# ----------------------------------------------------------------------------------------------
+
+RRC_SCALE = (0.5, 1.0)
+RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+RRC_TRIES = 10
+JITTER = 0.4  # brightness, contrast and saturation strength of the official ColorJitter
+LIGHTING_STD = 0.1
+LIGHTING_EIGVAL = (0.2175, 0.0188, 0.0045)
+LIGHTING_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                   (-0.5808, -0.0045, -0.8140),
+                   (-0.5836, -0.6948, 0.4203))
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+JITTER_OPS = ("brightness", "contrast", "saturation")  # the op codes 0, 1, 2 of `color_jitter`'s order
+
+
+@functools.lru_cache(maxsize=64)
+def _const(values, dtype, device):
+    """A constant tensor built once per (values, dtype, device), so no CPU tensor is copied per call."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def rrc_fallback_box(height, width, ratio=RRC_RATIO):
+    """torchvision's RandomResizedCrop fallback: the centre crop with the aspect ratio clamped into `ratio`."""
+    in_ratio = float(width) / float(height)
+    if in_ratio < min(ratio):
+        w = width
+        h = int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        h = height
+        w = int(round(h * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def rrc_boxes(height, width, area_frac, log_ratio, pos, ratio=RRC_RATIO):
+    """RandomResizedCrop boxes from given draws, as torchvision's `RandomResizedCrop.get_params` defines them.
+
+    area_frac and log_ratio are (N, T): try t of sample n targets the area area_frac * H * W and the aspect
+    ratio w / h = exp(log_ratio), giving w = round(sqrt(area * ratio)) and h = round(sqrt(area / ratio)).
+    The first try with 0 < w <= W and 0 < h <= H wins; its top-left corner is top = floor(pos[:, 0] * (H - h + 1)),
+    left = floor(pos[:, 1] * (W - w + 1)) with pos ~ U[0, 1) of shape (N, 2) (i.e. randint(0, H - h + 1) etc.).
+    Samples where no try fits get `rrc_fallback_box`. Returns long tensors (top, left, h, w), each (N,).
+    """
+    area = area_frac * float(height * width)
+    aspect = torch.exp(log_ratio)
+    w = torch.round(torch.sqrt(area * aspect)).long()
+    h = torch.round(torch.sqrt(area / aspect)).long()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.argmax(fits.to(torch.uint8), dim=1, keepdim=True)  # the first fitting try (0 when none fits)
+    w = w.gather(1, first).squeeze(1)
+    h = h.gather(1, first).squeeze(1)
+    top = torch.minimum(torch.floor(pos[:, 0] * (height - h + 1)).long(), height - h)
+    left = torch.minimum(torch.floor(pos[:, 1] * (width - w + 1)).long(), width - w)
+    any_fit = fits.any(dim=1)
+    fb = rrc_fallback_box(height, width, ratio)
+    top, left, h, w = (torch.where(any_fit, v, torch.full_like(v, f)) for v, f in zip((top, left, h, w), fb))
+    return top, left, h, w
+
+
+def sample_rrc_boxes(n, height, width, scale=RRC_SCALE, ratio=RRC_RATIO, tries=RRC_TRIES, device=None):
+    """Draw N RandomResizedCrop boxes (area fraction ~ U(scale), log-ratio ~ U(log ratio)) on `device`."""
+    area_frac = torch.rand(n, tries, device=device) * (scale[1] - scale[0]) + scale[0]
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    log_ratio = torch.rand(n, tries, device=device) * (hi - lo) + lo
+    pos = torch.rand(n, 2, device=device)
+    return rrc_boxes(height, width, area_frac, log_ratio, pos, ratio)
+
+
+def resized_crop(x, top, left, height, width, size=None):
+    """Crop each sample's box (top, left, height, width: (N,) each) and resize it to `size` (default: x's H x W).
+
+    Bilinear sampling (grid_sample, align_corners=False) at the source pixel coordinates of
+    F.interpolate(crop, size, mode='bilinear', align_corners=False): output pixel k reads the crop at
+    (k + 0.5) * crop_size / out_size - 0.5, clamped into the box, so the result equals a bilinear resize of
+    the crop without antialiasing. NOTE(reference): torchvision's resize antialiases when it shrinks; with
+    size = the image size (the official rrc_size) a box never exceeds the output, so it only ever enlarges
+    and antialiasing would change nothing.
+    """
+    n, _, in_h, in_w = x.shape
+    out_h, out_w = (in_h, in_w) if size is None else ((size, size) if isinstance(size, int) else tuple(size))
+
+    def coords(start, length, out, full):
+        # Source pixel coordinates (N, out) of the resize, clamped into [start, start + length - 1], then
+        # mapped to grid_sample's normalised coordinates (align_corners=False: pixel p -> (2p + 1) / full - 1).
+        start = start.to(torch.float32).view(n, 1)
+        length = length.to(torch.float32).view(n, 1)
+        k = torch.arange(out, device=x.device, dtype=torch.float32).view(1, out)
+        src = (k + 0.5) * (length / out) - 0.5
+        src = torch.minimum(src.clamp(min=0.0), length - 1.0) + start
+        return (2.0 * src + 1.0) / full - 1.0
+
+    gy = coords(top, height, out_h, in_h).view(n, out_h, 1).expand(n, out_h, out_w)
+    gx = coords(left, width, out_w, in_w).view(n, 1, out_w).expand(n, out_h, out_w)
+    grid = torch.stack([gx, gy], dim=-1).to(x.dtype)  # grid_sample's last dim is (x = width, y = height)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def grayscale(x):
+    """0.299 R + 0.587 G + 0.114 B, as an N x 1 x H x W tensor (the official Grayscale broadcasts it to 3 channels)."""
+    wts = _const(GRAY_WEIGHTS, x.dtype, x.device).view(1, 3, 1, 1)
+    return (x * wts).sum(dim=1, keepdim=True)
+
+
+def jitter_brightness(x, alpha):
+    """Official Brightness: x.lerp(0, alpha) = (1 - alpha) x."""
+    return torch.lerp(x, torch.zeros_like(x), _per_sample(alpha, x))
+
+
+def jitter_contrast(x, alpha):
+    """Official Contrast: x.lerp(m, alpha), m = the mean of grayscale(x) over the whole image."""
+    m = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    return torch.lerp(x, m.expand_as(x), _per_sample(alpha, x))
+
+
+def jitter_saturation(x, alpha):
+    """Official Saturation: x.lerp(grayscale(x), alpha), the gray value broadcast to all three channels."""
+    return torch.lerp(x, grayscale(x).expand_as(x), _per_sample(alpha, x))
+
+
+def color_jitter(x, order, alpha):
+    """The official ColorJitter with a per-sample op order.
+
+    order: (N, 3) long, a permutation of the op codes 0 = brightness, 1 = contrast, 2 = saturation per sample
+    (step s applies op order[:, s]); alpha: (N, 3), the lerp weight of each op (indexed by op code).
+    Every op is x.lerp(target, alpha), so one lerp per step with a per-sample target does all three ops.
+    """
+    for s in range(order.shape[1]):
+        op = order[:, s].view(-1, 1, 1, 1)
+        gray = grayscale(x)
+        target = torch.where(op == 0, torch.zeros_like(gray),
+                             torch.where(op == 1, gray.mean(dim=(1, 2, 3), keepdim=True), gray))
+        a = alpha.gather(1, order[:, s:s + 1]).squeeze(1)
+        x = torch.lerp(x, target.expand_as(x), _per_sample(a, x))
+    return x
+
+
+def lighting(x, alpha):
+    """AlexNet-style PCA lighting: channel i gets + sum_j eigvec[i, j] * alpha[:, j] * eigval[j]; alpha is (N, 3)."""
+    eigvec = _const(LIGHTING_EIGVEC, x.dtype, x.device)
+    eigval = _const(LIGHTING_EIGVAL, x.dtype, x.device)
+    rgb = (eigvec.unsqueeze(0) * (alpha.to(x.dtype) * eigval).unsqueeze(1)).sum(dim=2)  # (N, 3)
+    return x + rgb.view(-1, 3, 1, 1)
+
+
+class ImageNetAug:
+    """The official ImageNet training augmentation, vectorised over the batch with independent draws per sample.
+
+    `aug(x)` maps a float batch N x 3 x H x W of [0, 1] pixels (any device; normalise afterwards) to a new
+    batch: RandomResizedCrop(size, scale, ratio) (if rrc) -> horizontal flip with probability flip_p ->
+    ColorJitter(brightness, contrast, saturation) in a random order per sample -> Lighting(alphastd).
+    size=None keeps the input's H x W (the official rrc_size equals the image size); size only applies with rrc
+    (an int or (height, width)). With rrc=False the crop is skipped. All draws use torch's
+    generators on x's device, so `torch.manual_seed` makes it reproducible; x is never modified.
+    """
+
+    def __init__(self, size=None, scale=RRC_SCALE, ratio=RRC_RATIO, rrc=True, flip_p=PROB_FLIP,
+                 brightness=JITTER, contrast=JITTER, saturation=JITTER, alphastd=LIGHTING_STD):
+        self.size = size
+        self.scale = tuple(scale)
+        self.ratio = tuple(ratio)
+        self.rrc = rrc
+        self.flip_p = flip_p
+        self.jitter = (brightness, contrast, saturation)  # indexed by the op codes of `color_jitter`
+        self.alphastd = alphastd
+
+    def __repr__(self):
+        b, c, s = self.jitter
+        return (f"ImageNetAug(size={self.size}, scale={self.scale}, ratio={self.ratio}, rrc={self.rrc}, "
+                f"flip_p={self.flip_p}, brightness={b}, contrast={c}, saturation={s}, alphastd={self.alphastd})")
+
+    def __call__(self, x):
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"ImageNetAug expects an RGB batch N x 3 x H x W, got shape {tuple(x.shape)}")
+        n, _, h, w = x.shape
+        dev = x.device
+        if self.rrc:
+            top, left, bh, bw = sample_rrc_boxes(n, h, w, self.scale, self.ratio, device=dev)
+            x = resized_crop(x, top, left, bh, bw, self.size)
+        x = flip(x, torch.rand(n, device=dev) < self.flip_p)
+        order = torch.argsort(torch.rand(n, 3, device=dev), dim=1)  # a uniform random permutation per sample
+        strength = _const(self.jitter, torch.float32, dev)
+        alpha = (torch.rand(n, 3, device=dev) * 2.0 - 1.0) * strength  # U(-v, v) per op and sample
+        x = color_jitter(x, order, alpha)
+        x = lighting(x, torch.randn(n, 3, device=dev) * self.alphastd)
+        return x.contiguous()
