@@ -8,29 +8,29 @@ classify the synthetic images correctly. Both are SGD steps on the synthetic pix
     python DANCE.py -d cifar10 --ipc 10 --factor 2 --reproduce
     python DANCE.py --resume results/condense/<run>      # continue a stopped run exactly
 """
-import glob
 import os
 import random
-import signal
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from arguments import dataset_tag, parse, settings_diff
+from arguments import dataset_tag, default_pretrain_dir, describe_split, parse, pretrain_command
+from arguments.checks import check_data_fit
 from data.augment import DiffAug, normalize
 from data.datasets import holdout, load_dataset
-from data.sampler import ClassSampler
+from data.sampler import ClassSampler, require_per_class
 from data.synthetic import SyntheticSet
-from evaluate import eval_recipe, evaluate_set, summary
-from utils import (Logger, RunStopped, StopSignals, UserError, atomic_save, atomic_write_json, check_state_dict,
-                   expert_path, git_revision, make_network, network_config, preserved_rng, read_json,
-                   remove_stale_temps, rng_state, run_cli, safe_load, save_grid, seed_everything, select_device,
-                   set_rng_state)
+from models import check_network, make_network, network_config, network_difference
+from records import summary
+from runs import Run, StopSignals, set_description
+from train import eval_recipe, evaluate_set
+from utils import (UserError, check_state_dict, expert_path, git_revision, preserved_rng, read_json, run_cli,
+                   safe_load, save_grid, seed_everything, select_device)
 
-STATE = "state.pt"
-STATE_KEYS = {"next_iter", "done", "data", "optimizer", "sampler", "best", "rng", "args"}
+LOG_EVERY = 20
 
 
 class ExpertBank:
@@ -40,15 +40,21 @@ class ExpertBank:
     buffers are the trained expert's). `expert(k)` is the trained network. No grads anywhere.
     """
 
-    def __init__(self, folder, count, network, device, pretrain_hint):
+    def __init__(self, folder, count, network, device, pretrain_hint, split=None, split_hint=""):
         missing = [p for i in range(count) for p in (expert_path(folder, i, "init"), expert_path(folder, i, "trained"))
                    if not os.path.isfile(p)]
         if missing:
             raise UserError(f"expert checkpoint {missing[0]} is missing; train the experts first: {pretrain_hint}")
         manifest = read_json(os.path.join(folder, "manifest.json"))
-        if manifest is not None and manifest.get("network") != network:
-            raise UserError(f"experts in {folder} were trained as {manifest.get('network')}, this run needs "
-                            f"{network}; match --net_type/--depth/--width/--norm_type or pass --pretrain_dir")
+        if manifest is not None:
+            difference = network_difference(manifest.get("network", {}), network)
+            if difference:
+                raise UserError(f"experts in {folder} were trained with another network ({difference}, experts vs "
+                                f"this run); match that flag, or pass the --pretrain_dir of matching experts")
+        if split is not None and (manifest or {}).get("holdout") != split:
+            raise UserError(f"--val_split {split['fraction']:g} holds out images to choose data_best.pt, but the "
+                            f"experts in {folder} were trained on {describe_split((manifest or {}).get('holdout'))}, "
+                            f"so selection would not be independent; {split_hint}")
         self.experts, self.inits = [], []
         for i in range(count):
             trained = self._frozen(network, device)
@@ -57,6 +63,9 @@ class ExpertBank:
                 path = expert_path(folder, i, stage)
                 state = safe_load(path, "expert checkpoint")
                 check_state_dict(trained, state, path)
+                if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+                    raise UserError(f"{path} holds NaN or Inf weights (its training diverged); retrain the experts "
+                                    f"with a lower --lr or --weight_decay: {pretrain_hint}")
                 if target is not None:
                     target.load_state_dict(state)
                 else:
@@ -161,106 +170,67 @@ def joint_update(synset, sampler, encoder, expert, aug, optimizer, args):
     return inner, inter
 
 
-def pretrain_command(args):
-    """The exact command that trains the experts this run needs."""
-    return (f"python pretrain.py -d {args.dataset} --data_dir {args.data_dir} --net_type {args.net_type} "
-            f"--depth {args.depth} --width {args.width:g} --norm_type {args.norm_type} "
-            f"--pretrain_amount {args.num_premodel} --pretrain_dir {args.pretrain_dir}")
+def load_data(args, device):
+    """(train, val, test, info): the training set (less the held-out selection split, if any) and the rest."""
+    train, test, info = load_dataset(args.dataset, args.data_dir, download=args.download, size=args.size,
+                                     nclass=args.nclass, phase=args.phase)
+    check_data_fit(args, info)
+    val = None
+    if args.val_split:  # the same seeded split pretrain.py leaves out of expert training
+        train, val = holdout(train, info.nclass, args.val_split, seed=args.seed, class_names=info.class_names)
+        val = val.to(device)
+    needed = {"random": args.ipc, "mix": args.ipc * args.factor ** 2, "noise": 0}[args.init]
+    require_per_class(train.labels, info.nclass, needed, info.class_names,
+                      f"--init {args.init} with --ipc {args.ipc}" + (f" --factor {args.factor}" if args.factor > 1
+                                                                      else ""),
+                      "lower --ipc (or --factor), or start from noise with --init noise")
+    return train, val, test.to(device), info
 
 
-def prepare_run_dir(folder, resume):
-    """Create the run folder; refuse one that already holds condensed sets unless resuming that run."""
-    if resume:
-        remove_stale_temps(folder)  # a write the kill interrupted; its target file is intact
-    elif glob.glob(os.path.join(folder, "data_*.pt")):
-        raise UserError(f"{folder} already holds a condensation run; pass a new --save_dir or --resume {folder}")
-    os.makedirs(folder, exist_ok=True)
-
-
-def save_state(folder, next_iter, synset, optimizer, sampler, best, args, done=False):
-    """Write everything the loop needs to continue at `next_iter` to state.pt, atomically; returns next_iter."""
-    atomic_save({"next_iter": next_iter, "done": done, "data": synset.data.detach().cpu(),
-                 "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(), "best": best,
-                 "rng": rng_state(), "args": vars(args)}, os.path.join(folder, STATE))
-    return next_iter
-
-
-def load_state(folder, args):
-    """The state.pt of the run being resumed, checked against its settings; None if it has none yet."""
-    path = os.path.join(folder, STATE)
-    if not os.path.exists(path):
-        return None
-    try:
-        state = safe_load(path, "run state")
-        if not (isinstance(state, dict) and STATE_KEYS <= state.keys()):
-            raise UserError("not a state.pt")
-    except UserError:
-        raise UserError(f"--resume: {path} is unreadable; delete it to restart the run from iteration 0") from None
-    changed, next_iter = settings_diff(state["args"], vars(args)), state["next_iter"]
-    if changed:
-        raise UserError(f"--resume: {path} was written with other settings ({', '.join(changed)}); restore "
-                        f"{folder}/args.json or start a new run")
-    if next_iter > args.niter:
-        raise UserError(f"--resume: the run has done {next_iter} iterations, more than --niter {args.niter}; "
-                        f"pass --niter {next_iter} or more")
-    return state
-
-
-def restore_state(state, optimizer, sampler):
-    """Put the optimizer, the real-batch streams and every random stream back where state.pt left them."""
-    optimizer.load_state_dict(state["optimizer"])
-    sampler.load_state_dict(state["sampler"])
-    set_rng_state(state["rng"])
-    return state["next_iter"], state["best"]
-
-
-def check_finite(data, loss, it, folder, saved):
-    """Stop with a UserError when the synthetic data or a loss holds NaN or Inf (one device sync)."""
-    if bool(torch.isfinite(data.detach().sum() + loss)):
-        return
-    last = (f"its last good checkpoint, {os.path.join(folder, STATE)} (iteration {saved}), is intact"
-            if saved is not None else f"no checkpoint was written yet ({os.path.join(folder, 'data_0.pt')} is "
-                                      f"the initial set)")
-    raise UserError(f"iteration {it}: NaN or Inf in the synthetic data or a loss, the run stopped; {last}; lower "
-                    f"--lr_img and start a new run (or --resume {folder} if the fault was transient)")
+def pick_encoder(bank, args, network, device):
+    """This iteration's (middle encoder, trained expert): expert k and lam ~ U(lam_min, lam_max); plain DM without
+    experts (a fresh random network, no calibration)."""
+    if bank is None:
+        return make_network(network, device).requires_grad_(False), None
+    k = random.randrange(len(bank))
+    lam = args.lam_min + (args.lam_max - args.lam_min) * torch.rand(()).item()
+    return bank.middle(k, lam), bank.expert(k)
 
 
 def main(args, on_iteration=None):
-    """Condense; `on_iteration(it, synset, bank)`, if given, runs after every iteration (for analyses)."""
-    # Setup: device, seed, run folder, data.
+    """Condense; `on_iteration(k, synset, bank)`, if given, runs after iteration k = 1..niter (for analyses)."""
+    # Set up: device, seed, data and network, every input checked before anything is written.
     device = select_device(args.device)
     seed_everything(args.seed)
-    train, test, info = load_dataset(args.dataset, args.data_dir, download=args.download, size=args.size,
-                                     nclass=args.nclass, phase=args.phase)
-    # NOTE(reference): data_best.pt is chosen on a held-out part of the training set, not on the test split
-    val = None
-    if args.select_by == "val" and args.eval_every:  # no evaluation, no selection: condense everything
-        train, val = holdout(train, info.nclass, args.val_split, seed=args.seed)
-        val = val.to(device)
+    train, val, test, info = load_data(args, device)
     sampler = ClassSampler(train, info.nclass, args.batch_real, device)
-    test = test.to(device)
     network = network_config(args, info)
+    check_network(network)
 
-    # Expert bank: every (init, trained) pair in memory; none means plain DM.
-    bank = ExpertBank(args.pretrain_dir, args.num_premodel, network, device, pretrain_command(args)) \
-        if args.num_premodel > 0 else None
-    prepare_run_dir(args.save_dir, args.resume)
-    log = Logger(args.save_dir)
+    # Experts: every (init, trained) pair in memory; none means plain DM.
+    bank = None
+    if args.num_premodel > 0:
+        split = {"fraction": args.val_split, "seed": args.seed} if args.val_split else None
+        fresh = default_pretrain_dir(args)
+        split_hint = (f"train experts with the same split: {pretrain_command(args, args.num_premodel, fresh)}, then "
+                      f"pass --pretrain_dir {fresh}")
+        bank = ExpertBank(args.pretrain_dir, args.num_premodel, network, device,
+                          pretrain_command(args, args.num_premodel), split, split_hint)
+
+    # The synthetic set (allocated before the run folder exists), then the run: folder, log and checkpoints.
+    synset = SyntheticSet(info.nclass, args.ipc, info.channels, info.size, args.factor, args.decode_type, device)
+    run = Run(args)
+    log = run.log
     log(f"DANCE on {dataset_tag(args)}, {device}, git {git_revision()}")
-    state = load_state(args.save_dir, args) if args.resume else None
-    atomic_write_json(vars(args), os.path.join(args.save_dir, "args.json"))
     if bank is None:
         log("num_premodel 0: plain DM (a fresh random network per iteration, no calibration)")
-
-    # Synthetic set: initialised from real images, or the one a resumed run saved.
-    synset = SyntheticSet(info.nclass, args.ipc, info.channels, info.size, args.factor, args.decode_type, device,
-                          data=state["data"] if state else None)
-    if state is None:
-        if args.resume:
-            log(f"no {STATE} in {args.save_dir} (stopped before its first checkpoint): restarting from iteration 0")
+    if run.state is not None:  # a resumed run continues from its saved set
+        synset = SyntheticSet(info.nclass, args.ipc, info.channels, info.size, args.factor, args.decode_type, device,
+                              data=run.state["data"])
+    else:
         synset.init(args.init, sampler)
-        synset.save(os.path.join(args.save_dir, "data_0.pt"))
-        save_grid(synset.data, os.path.join(args.save_dir, "init.png"))
+        synset.save(run.path("data_0.pt"), set_description(args, info, 0))
+        save_grid(synset.data, run.path("init.png"))
     optimizer = torch.optim.SGD([synset.data], lr=args.lr_img, momentum=args.mom_img)
     dsa = DiffAug(args.aug_type, batch=True)
 
@@ -269,69 +239,74 @@ def main(args, on_iteration=None):
 
     update = per_class_update if args.update == "per_class" else joint_update
     recipe = eval_recipe(args, args.eval_epochs)
-    first, best = restore_state(state, optimizer, sampler) if state else (0, -1.0)
-    saved = first if state else None  # the iteration state.pt holds
-    if state and state["done"] and first == args.niter:
+    first, best = run.restore(optimizer, sampler)
+    if run.finished:
         log(f"{args.save_dir} already finished its {args.niter} iterations; pass a larger --niter to continue it")
         return synset
-    if state:
-        log(f"resuming at iteration {first} from {os.path.join(args.save_dir, STATE)}")
-    start = time.time()
 
-    def evaluate_and_save(it):
+    def evaluate_and_save(k):
+        """Save the set after iteration k; evaluate it and keep data_best.pt by the selection score."""
         nonlocal best
-        synset.save(os.path.join(args.save_dir, f"data_{it}.pt"))
-        save_grid(synset.data, os.path.join(args.save_dir, f"img{it}.png"))
+        description = set_description(args, info, k)
+        synset.save(run.path(f"data_{k}.pt"), description)
+        save_grid(synset.data, run.path(f"img{k}.png"))
         if not args.eval_every:
             return
+        split_name = "held-out" if val is not None else "test"
+        log(f"iteration {k}: evaluating the set ({args.eval_runs} network(s), {recipe.epochs} epochs, selection on "
+            f"the {split_name} split)")
         images, labels = synset.decoded()
         with preserved_rng():  # evaluation never changes the condensation's random streams
             result = evaluate_set(images, labels, test, info, network, recipe, device, args.eval_runs,
-                                  seed=args.seed + it, log=lambda m: None, val=val)
+                                  seed=args.seed + k, log=lambda m: None, val=val)
+        if result["diverged"]:
+            log(f"iteration {k}: warning: evaluation run(s) {result['diverged']} diverged (NaN or Inf loss); their "
+                f"accuracy is chance: lower --lr")
         score = statistics.mean(result["val"]) if val is not None else result["mean"]
-        log(f"iter {it}: {args.select_by} acc {score:.2f}; test {summary(result)}")
-        log.metrics(iter=it, select_acc=score, test_acc=result["mean"], test_std=result["std"],
+        log(f"iteration {k}: {args.select_by} acc {score:.2f}; test {summary(result)} ({result['seconds']:.0f} s)")
+        log.metrics(iter=k, select_acc=score, test_acc=result["mean"], test_std=result["std"],
                     test_best_check=result["best_mean"])
         if score > best:
             best = score
-            synset.save(os.path.join(args.save_dir, "data_best.pt"))
-            log(f"iter {it}: new best {args.select_by} acc {best:.2f}, saved data_best.pt")
+            synset.save(run.path("data_best.pt"), {**description, "selected_by": args.select_by})
+            log(f"iteration {k}: new best {args.select_by} acc {best:.2f}, saved data_best.pt")
 
-    # Condensation loop (REFERENCE 6.2); SIGINT/SIGTERM stop it at the end of an iteration.
-    with StopSignals() as stop:
-        for it in range(first, args.niter):
-            if bank is not None:
-                k = random.randrange(len(bank))
-                lam = args.lam_min + (args.lam_max - args.lam_min) * torch.rand(()).item()
-                encoder, expert = bank.middle(k, lam), bank.expert(k)
-            else:
-                encoder, expert = make_network(network, device).requires_grad_(False), None
+    # The condensation loop (REFERENCE 6.2); SIGINT/SIGTERM stop it at the end of an iteration.
+    start = time.time()
+    with StopSignals() as stop, tqdm(total=args.niter, initial=first, desc="condense", unit="it", disable=None,
+                                     dynamic_ncols=True) as bar:
+        log.echo = bar.write
+        for k in range(first + 1, args.niter + 1):
+            encoder, expert = pick_encoder(bank, args, network, device)
             with torch.no_grad():
                 synset.data.clamp_(0, 1)
             inner, inter = update(synset, sampler, encoder, expert, aug, optimizer, args)
-            check_finite(synset.data, inner + inter, it, args.save_dir, saved)
+            run.check_finite(synset.data, inner + inter, k)
             if on_iteration is not None:
-                on_iteration(it, synset, bank)
-            if it % 20 == 0 or it == args.niter - 1:
+                on_iteration(k, synset, bank)
+            bar.update()
+            if k % LOG_EVERY == 0 or k == args.niter or k == first + 1:
                 calib = args.iter_calib if expert is not None else 0
                 inner, inter = float(inner) / info.nclass, float(inter) / info.nclass / max(calib, 1)
-                per_it = (time.time() - start) / (it + 1 - first)
-                log(f"iter {it}: inner loss {inner:.4f}, calibration loss {inter:.4f} ({per_it:.3f} s/iter)")
-                log.metrics(iter=it, inner=inner, calibration=inter, sec_per_iter=per_it)
-            if args.eval_every and (it + 1) % args.eval_every == 0:
-                evaluate_and_save(it + 1)
-            # Checkpoint: state.pt lets `--resume` continue from here exactly.
-            if stop.signum or (args.ckpt_every and (it + 1) % args.ckpt_every == 0):
-                saved = save_state(args.save_dir, it + 1, synset, optimizer, sampler, best, args)
+                per_it = (time.time() - start) / (k - first)
+                bar.set_postfix(inner=f"{inner:.4f}", calib=f"{inter:.4f}")
+                log(f"iteration {k}/{args.niter}: inner loss {inner:.4f}, calibration loss {inter:.4f} "
+                    f"({per_it:.3f} s/iter, {per_it * (args.niter - k) / 60:.1f} min left)")
+                log.metrics(iter=k, inner=inner, calibration=inter, sec_per_iter=per_it)
+            if args.eval_every and k % args.eval_every == 0:
+                evaluate_and_save(k)
+            if stop.signum or (args.ckpt_every and k % args.ckpt_every == 0):
+                run.checkpoint(k, synset, optimizer, sampler, best)  # --resume continues from here exactly
             if stop.signum:
-                log(f"{signal.Signals(stop.signum).name}: stopped after iteration {it}, state saved")
-                raise RunStopped(f"{signal.Signals(stop.signum).name}: state after iteration {it} saved to "
-                                 f"{os.path.join(args.save_dir, STATE)}; continue with: python DANCE.py --resume "
-                                 f"{args.save_dir}", stop.signum)
+                run.stop(stop.signum, k)
+    log.echo = print
+    with torch.no_grad():
+        synset.data.clamp_(0, 1)  # the final set as saved
     if not (args.eval_every and args.niter % args.eval_every == 0) or args.niter == 0:
         evaluate_and_save(args.niter)  # the final set is always saved
-    save_state(args.save_dir, args.niter, synset, optimizer, sampler, best, args, done=True)
-    log(f"done: {args.niter - first} iterations in {time.time() - start:.0f} s; results in {args.save_dir}")
+    run.checkpoint(args.niter, synset, optimizer, sampler, best, final=True)
+    log(f"done: {args.niter - first} iterations in {time.time() - start:.0f} s; results in {args.save_dir} "
+        f"(the final set: data_{args.niter}.pt)")
     return synset
 
 

@@ -8,17 +8,19 @@ every epoch (premodel{i}_progress.pt), so a killed run, started again, continues
 
     python pretrain.py -d cifar10 --reproduce
 """
+import math
 import os
 import time
 
 from tqdm import tqdm
 
 from arguments import dataset_tag, parse
-from data.datasets import load_dataset
+from data.datasets import holdout, load_dataset
+from models import check_network, make_network, network_config, network_difference
 from train import Recipe, fit
 from utils import (Logger, UserError, atomic_save, atomic_write_json, check_state_dict, expert_path,
-                   git_revision, make_network, network_config, read_json, remove_stale_temps, run_cli,
-                   safe_load, seed_everything, select_device)
+                   git_revision, make_dir, read_json, remove_stale_temps, run_cli, safe_load, seed_everything,
+                   select_device)
 
 MANIFEST = "manifest.json"
 
@@ -31,10 +33,15 @@ def expert_recipe(args):
                   mix_p=args.mix_p if args.mixup == "cut" else 0.0, beta=args.beta, eval_interval=0)
 
 
+def holdout_split(args):
+    """The held-out selection split the experts never see (the one DANCE.py --val_split holds out), or None."""
+    return {"fraction": args.val_split, "seed": args.seed} if args.val_split else None
+
+
 def new_manifest(args, network):
     """What the next stage needs to check it loads experts of the right kind."""
     return {"dataset": dataset_tag(args), "network": network, "seed": args.seed,
-            "epochs": args.pretrain_epochs, "experts": {}}
+            "epochs": args.pretrain_epochs, "holdout": holdout_split(args), "experts": {}}
 
 
 def load_manifest(folder, expected):
@@ -42,10 +49,14 @@ def load_manifest(folder, expected):
     manifest = read_json(os.path.join(folder, MANIFEST))
     if manifest is None:
         return expected
-    for key in ("dataset", "network", "epochs"):
+    difference = network_difference(manifest.get("network", {}), expected["network"])
+    if difference:
+        raise UserError(f"{folder} holds experts of another network ({difference}, folder vs now); pass a new "
+                        f"--pretrain_dir or match that flag")
+    for key, flag in (("dataset", "-d"), ("epochs", "--pretrain_epochs"), ("holdout", "--val_split/--seed")):
         if manifest.get(key) != expected[key]:
-            raise UserError(f"{folder} holds experts with another {key} ({manifest.get(key)} vs "
-                            f"{expected[key]}); pass a new --pretrain_dir or delete that folder")
+            raise UserError(f"{folder} holds experts with another {key} ({manifest.get(key)} vs {expected[key]}, "
+                            f"{flag}); pass a new --pretrain_dir or match {flag}")
     return manifest
 
 
@@ -102,6 +113,9 @@ def train_expert(index, args, network, train, test, info, device, log):
         def progress(epoch, loss, acc):
             bar.update()
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}")
+            if not math.isfinite(loss):  # never save a diverged expert (DANCE would read NaN weights)
+                raise UserError(f"expert {index}: the training loss became {loss} at epoch {epoch} (lr {recipe.lr}, "
+                                f"weight decay {recipe.weight_decay}); lower --lr or --weight_decay and run again")
 
         def save_progress(state):
             atomic_save({**state, "origin": origin, "seconds": earlier + time.time() - start}, path)
@@ -128,16 +142,18 @@ def main(args):
     seed_everything(args.seed)
     train, test, info = load_dataset(args.dataset, args.data_dir, download=args.download, size=args.size,
                                      nclass=args.nclass, phase=args.phase)
+    if args.val_split:  # DANCE.py with the same --val_split and --seed selects on exactly these images
+        train, _ = holdout(train, info.nclass, args.val_split, seed=args.seed, class_names=info.class_names)
     train, test = train.to(device), test.to(device)
-    os.makedirs(args.pretrain_dir, exist_ok=True)
+    network = network_config(args, info)
+    check_network(network)
+    manifest = load_manifest(args.pretrain_dir, new_manifest(args, network))
+    probe = make_network(network, "cpu")  # a network too large for memory fails here, before any file is written
+    make_dir(args.pretrain_dir, "--pretrain_dir")
     remove_stale_temps(args.pretrain_dir)
     log = Logger(args.pretrain_dir)
     log(f"pretrain {dataset_tag(args)} on {device}, git {git_revision()}: {vars(args)}")
     atomic_write_json(vars(args), os.path.join(args.pretrain_dir, "args.json"))
-
-    network = network_config(args, info)
-    manifest = load_manifest(args.pretrain_dir, new_manifest(args, network))
-    probe = make_network(network, "cpu")
     for index in range(args.pretrain_amount):
         if is_finished(args.pretrain_dir, index, manifest, probe):
             log(f"expert {index}: already trained, skipped")

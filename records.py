@@ -1,9 +1,12 @@
-"""Evaluation records: one JSON line per evaluation, finished runs kept as they go, a summary table."""
+"""Evaluation records: one JSON line per evaluation, finished runs kept as they go, summary tables."""
 import hashlib
 import json
 import os
+import statistics
 
 from utils import UserError
+
+RECORD_KEYS = ("set", "dataset", "ipc", "factor", "network", "final", "mean", "std", "best_mean")
 
 
 def runs_path(results):
@@ -58,6 +61,12 @@ def record_evaluation(results, entry):
     _append(results, entry)
 
 
+def summary(result):
+    """One line: mean +- std of the final accuracy, and the reference-style best figure."""
+    return (f"final acc {result['mean']:.2f} +- {result['std']:.2f} over {len(result['final'])} runs  "
+            f"[reference-style best over test checks: {result['best_mean']:.2f}]")
+
+
 def summary_table(entries):
     """Markdown table of evaluation records."""
     lines = ["| set | dataset | ipc | factor | network | runs | final acc | best check (reference) |",
@@ -68,11 +77,69 @@ def summary_table(entries):
     return "\n".join(lines)
 
 
+def group_key(entry):
+    """What makes two evaluations the same experiment up to the condensation seed (None: not groupable)."""
+    method = entry.get("method")
+    if method is None:
+        return None
+    return json.dumps({"method": method, "dataset": entry["dataset"], "ipc": entry["ipc"], "factor": entry["factor"],
+                       "network": entry.get("network_config"), "protocol": entry.get("protocol")}, sort_keys=True)
+
+
+def seed_table(entries):
+    """Markdown table over condensation seeds: sets condensed alike but for --seed, one mean per set."""
+    groups = {}
+    for e in entries:
+        key = group_key(e)
+        if key is not None:
+            groups.setdefault(key, {})[e["condense_seed"]] = e  # the latest evaluation of each seed
+    rows = [g for g in groups.values() if len(g) > 1]
+    if not rows:
+        return ""
+    lines = ["| sets (first) | dataset | ipc | factor | network | condensation seeds | mean of set means |",
+             "|---|---|---|---|---|---|---|"]
+    for group in rows:
+        seeds = sorted(group)
+        means = [group[s]["mean"] for s in seeds]
+        e = group[seeds[0]]
+        lines.append(f"| {e['set']} | {e['dataset']} | {e['ipc']} | {e['factor']} | {e['network']} | "
+                     f"{', '.join(map(str, seeds))} | {statistics.mean(means):.2f} +- {statistics.pstdev(means):.2f} |")
+    return "\n".join(lines)
+
+
+def read_records(path, what):
+    """Every evaluation record of a results file; a line that is not one is a UserError naming it."""
+    entries = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            if not isinstance(entry, dict) or not all(k in entry for k in RECORD_KEYS):
+                raise UserError(f"{what}: line {number} of {path} is not an evaluation record; pass the results file "
+                                f"evaluate.py wrote (not its .runs file or another JSON-lines file)")
+            entries.append(entry)
+    return entries
+
+
+def check_results_file(path):
+    """Refuse up front to append to a file that is not an evaluation results file (--summarize would refuse it)."""
+    if os.path.isfile(path):
+        read_records(path, "--results")
+
+
 def summarize(path):
-    """The table of everything recorded in a results file."""
+    """The tables of everything recorded in a results file: every evaluation, then across condensation seeds."""
+    if os.path.isdir(path):
+        raise UserError(f"--summarize: {path} is a folder; pass the results file evaluate.py wrote, e.g. "
+                        f"{os.path.join(path, 'evaluations.jsonl')}")
     if not os.path.isfile(path):
         raise UserError(f"--summarize: {path} does not exist; pass the results file evaluate.py wrote")
-    entries = read_lines(path)
+    entries = read_records(path, "--summarize")
     if not entries:
         raise UserError(f"--summarize: {path} holds no evaluation; run evaluate.py first")
-    return summary_table(entries)
+    seeds = seed_table(entries)
+    return summary_table(entries) + (f"\n\nAcross condensation seeds (std over seeds):\n{seeds}" if seeds else "")

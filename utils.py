@@ -2,11 +2,9 @@
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 
@@ -36,6 +34,13 @@ def run_cli(main, parse):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (MemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        print(f"error: out of memory ({reason}); lower --batch_real, --batch_size, --ipc, --width or --size, or use "
+              f"a device with more memory", file=sys.stderr)
+        sys.exit(2)
     except RunStopped as e:
         print(f"stopped: {e}", file=sys.stderr)
         sys.exit(e.status)
@@ -45,6 +50,14 @@ def run_cli(main, parse):
     return 0
 
 
+def is_out_of_memory(error):
+    """True for an allocation failure on the CPU or an accelerator."""
+    oom = getattr(torch, "OutOfMemoryError", ())
+    text = str(error)
+    return (isinstance(error, MemoryError) or (oom and isinstance(error, oom)) or "out of memory" in text
+            or "can't allocate memory" in text or "DefaultCPUAllocator" in text)
+
+
 def seed_everything(seed):
     """Seed python, numpy and torch (any value, 0 included)."""
     random.seed(seed)
@@ -52,12 +65,31 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
+
+
+def check_device_name(name):
+    """Refuse a --device that names no device kind we run on (availability is select_device's check)."""
+    kind, _, index = name.partition(":")
+    valid = (name in ("auto", "cpu", "mps", "cuda")) or (kind == "cuda" and index.isdigit())
+    if not valid:
+        raise UserError(f"--device {name} is not a device; use {DEVICE_FORMS}")
+
+
 def select_device(name="auto"):
     """The one place a device is chosen: 'auto' picks the accelerator when present."""
+    check_device_name(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name} was asked for but no CUDA device is visible; use --device cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name} was asked for but no CUDA device is visible; use --device cpu")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); pick one of them")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps was asked for but MPS is not available here; use --device cpu")
     return torch.device(name)
 
 
@@ -75,6 +107,7 @@ def _atomic_write(path, write_fn):
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + os.path.basename(path), dir=folder)
+        _ordinary_mode(fd)
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()
@@ -88,6 +121,74 @@ def _atomic_write(path, write_fn):
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _ordinary_mode(fd):
+    """mkstemp makes 0600 files; give the file the mode open() would (0666 less the umask), so others can read it."""
+    if hasattr(os, "fchmod"):
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+
+
+def _nearest_existing(path):
+    """The path itself or its closest existing ancestor."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def _can_write_in(folder):
+    """True when a file can really be created in `folder` (os.access is blind to read-only mounts and root)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def check_output_dir(path, flag, target=None):
+    """Refuse, before any work, a folder that is a file or cannot be created or written; leaves nothing behind.
+
+    `target` is the file the folder is for (check_output_file), named in the message instead.
+    """
+    kind = "file" if target else "folder"
+    target = target or path
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty; pass a {kind} path")
+    existing = _nearest_existing(path)
+    if not os.path.isdir(existing):
+        what = "is a file" if existing == os.path.abspath(target) else f"lies under the file {existing}"
+        raise UserError(f"{flag} {target} {what}; pass a {kind} path elsewhere")
+    if not _can_write_in(existing):
+        raise UserError(f"{flag} {target}: nothing can be written in {existing}; pass a path you can write to")
+
+
+def check_output_file(path, flag):
+    """Refuse, before any work, a file path that is a folder or cannot be created or appended to."""
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty; pass a file path")
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a folder; pass a file path, e.g. {os.path.join(path, 'evaluations.jsonl')}")
+    if os.path.exists(path):
+        try:
+            with open(path, "a"):
+                return
+        except OSError as e:
+            raise UserError(f"{flag} {path} cannot be appended to ({e.strerror}); pass another file") from None
+    check_output_dir(os.path.dirname(os.path.abspath(path)), flag, target=path)
+
+
+def make_dir(path, flag):
+    """os.makedirs, with a failure reported as one line naming the flag."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{flag} {path} cannot be created ({e.strerror or e}); pass another folder") from None
 
 
 def _fsync_folder(folder):
@@ -170,15 +271,19 @@ def git_revision():
 
 
 class Logger:
-    """Print and append to a plain log file; metrics go to a JSON-lines file beside it."""
+    """Print and append to a plain log file; metrics go to a JSON-lines file beside it.
+
+    `echo` prints a line to the terminal (a progress bar swaps in its own writer, so lines do not tear it).
+    """
 
     def __init__(self, folder=None, name="log.txt"):
         self.path = os.path.join(folder, name) if folder else None
         self.metrics_path = os.path.join(folder, "metrics.jsonl") if folder else None
+        self.echo = lambda line: print(line, flush=True)
 
     def __call__(self, msg):
         line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
-        print(line, flush=True)
+        self.echo(line)
         if self.path:
             self._append(self.path, line)
 
@@ -216,22 +321,6 @@ def timer(store, key):
     start = time.perf_counter()
     yield
     store[key] = store.get(key, 0.0) + time.perf_counter() - start
-
-
-def network_config(args, info):
-    """The model the run's settings describe: {'net_type': ..., 'config': constructor kwargs}."""
-    from models import model_config
-
-    config = model_config(args.net_type, info.nclass, info.channels, info.size, args.depth, args.width,
-                          args.norm_type, info.cifar_layout)
-    return {"net_type": args.net_type, "config": config}
-
-
-def make_network(network, device):
-    """A freshly initialised network of `network_config`'s description, on `device`."""
-    from models import MODELS
-
-    return MODELS[network["net_type"]](**network["config"]).to(device)
 
 
 def expert_path(folder, index, stage):
@@ -280,33 +369,3 @@ def preserved_rng():
         yield
     finally:
         set_rng_state(saved)
-
-
-class StopSignals:
-    """Within the block, SIGINT and SIGTERM only set `signum`, for a loop to stop at a safe point.
-
-    A second signal stops at once (KeyboardInterrupt), for someone who cannot wait for the safe point.
-    Outside the main thread, where Python delivers no signals, it does nothing.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum, self._previous = None, {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        # os.write, not print: a handler may run while the main code is inside a print to the same stream
-        os.write(2, f"{signal.Signals(signum).name}: saving the state at the end of this iteration, then "
-                    f"stopping (send it again to stop at once)\n".encode())

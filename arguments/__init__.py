@@ -9,17 +9,17 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 import time
 
-from utils import UserError
+from arguments.checks import NET_TYPES, NORM_TYPES, check_explicit, check_outputs, check_settings
+from utils import UserError, read_json
 
 SCRIPTS = ("pretrain", "condense", "evaluate")
 DATASET_NAMES = ("mnist", "fashion", "svhn", "cifar10", "cifar100", "tinyimagenet", "imagenette",
                  "imagewoof", "imagemeow", "imagesquawk", "imagefruit", "imageyellow", "imagenet",
                  "folder", "digits")
-NET_TYPES = ("convnet", "resnet_ap", "resnet", "densenet")
-NORM_TYPES = ("instance", "batch", "layer", "group", "none")
 
 
 def _common(p):
@@ -33,7 +33,8 @@ def _common(p):
     g.add_argument("--nclass", type=int, default=10, help="imagenet only: 10 or 100 classes of class100.txt")
     g.add_argument("--phase", type=int, default=0, help="imagenet only: which slice of nclass classes")
     g.add_argument("--size", type=int, default=None,
-                   help="'folder' only: images are resized to size x size (default 32)")
+                   help="image-file datasets (folder, tinyimagenet, the ImageNet family): resize to size x size "
+                        "(default: folder 32, else the dataset's own size)")
 
     g = p.add_argument_group("network")
     g.add_argument("-n", "--net_type", default="convnet", help=f"one of: {', '.join(NET_TYPES)}")
@@ -52,15 +53,19 @@ def _common(p):
     g.add_argument("--beta", type=float, default=1.0, help="CutMix Beta(beta, beta)")
     g.add_argument("--mix_p", type=float, default=0.5, help="probability of CutMix per batch")
     g.add_argument("--dsa_strategy", default=None,
-                   help="evaluation DSA ops; default: the dataset's (no flip for svhn/mnist)")
+                   help="evaluation DSA ops; default: the dataset's (no flip for svhn/mnist/digits)")
+    g.add_argument("--eval_aug", choices=("dsa", "imagenet"), default="dsa",
+                   help="augmentation of networks trained on a set: per-sample DSA (--dsa_strategy), or the "
+                        "official code's torchvision ImageNet pipeline (crop, flip, colour jitter, lighting); "
+                        "-d imagenet defaults to imagenet")
     g.add_argument("--eval_epochs", type=int, default=1500,
                    help="epochs to train a network on a condensed set (ImageNet family: from the ipc table "
                         "when not given)")
     g.add_argument("--eval_interval", type=int, default=250, help="epochs between test checks while training")
 
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch (0 included)")
-    g.add_argument("--device", default="auto", help="auto (accelerator when present), cpu, cuda, cuda:1, ...")
+    g.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch (0 included), 0..2^32-1")
+    g.add_argument("--device", default="auto", help="auto (accelerator when present), cpu, cuda, cuda:N or mps")
     g.add_argument("--reproduce", action="store_true", help="apply the paper's settings for the dataset")
     g.add_argument("--print_config", action="store_true", help="print the resolved settings and exit")
     g.add_argument("--pretrain_dir", default=None,
@@ -74,6 +79,15 @@ def _pretrain(p):
     g.add_argument("--batch_real", type=int, default=64, help="batch size of expert training")
     g.add_argument("-a", "--aug_type", default="color_crop_cutout",
                    help="per-sample DSA for expert training (cutout dropped when CutMix is on)")
+    _holdout(g)
+
+
+def _holdout(g):
+    """The held-out selection split: pretrain.py leaves the same images out of expert training."""
+    g.add_argument("--val_split", type=float, default=0.0,
+                   help="per-class fraction of the training set held out (seeded by --seed) to choose data_best.pt; "
+                        "never condensed, and left out of expert training by pretrain.py with the same flags. "
+                        "0: condense the whole training set, as the paper")
 
 
 def _decoding(g):
@@ -105,11 +119,10 @@ def _condense(p):
                    help="per_class: one step per class per view (reference); joint: one step per view")
     g.add_argument("--eval_every", type=int, default=500, help="iterations between evaluations (0: off)")
     g.add_argument("--eval_runs", type=int, default=1, help="networks trained per periodic evaluation")
-    g.add_argument("--val_split", type=float, default=0.05,
-                   help="per-class fraction of the training set held out (never condensed) to choose "
-                        "data_best.pt; the test split only reports")
-    g.add_argument("--select_by", choices=("val", "test"), default="val",
-                   help="test: the reference's selection of data_best.pt on the test split (no holdout)")
+    _holdout(g)
+    g.add_argument("--select_by", choices=("val", "test"), default=None,
+                   help="what data_best.pt is chosen by: the held-out split (default with --val_split), else "
+                        "the test split, as the reference (optimistic: report the final set instead)")
     g.add_argument("--save_dir", default=None, help="run folder; default a new one under results/condense/")
     g.add_argument("--ckpt_every", type=int, default=100,
                    help="iterations between checkpoints (state.pt in the run folder) for --resume; 0: only on "
@@ -141,12 +154,19 @@ def _evaluate(p):
 SCRIPT_FLAGS = {"pretrain": _pretrain, "condense": _condense, "evaluate": _evaluate}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag reported as one line (a UserError) instead of the usage block."""
+
+    def error(self, message):
+        raise UserError(f"{message}; see python {self.prog} --help")
+
+
 def build_parser(script):
     """The argparse parser of one script."""
     if script not in SCRIPTS:
         raise ValueError(f"unknown script {script}")
-    p = argparse.ArgumentParser(description=f"DANCE: {script}",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    prog = {"pretrain": "pretrain.py", "condense": "DANCE.py", "evaluate": "evaluate.py"}[script]
+    p = Parser(prog=prog, description=f"DANCE: {script}", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _common(p)
     SCRIPT_FLAGS[script](p)
     return p
@@ -198,44 +218,44 @@ def dataset_tag(args):
 
 
 def default_pretrain_dir(args):
-    """Where pretrain.py writes experts and DANCE.py reads them for the same data and model."""
+    """Where pretrain.py writes experts and DANCE.py reads them for the same data, model and held-out split."""
     width = "" if args.width == 1 else f"_w{args.width:g}"
+    split = f"_val{args.val_split:g}_s{args.seed}" if getattr(args, "val_split", 0) else ""
     return os.path.join("results", "experts", f"{dataset_tag(args)}_{args.net_type}{args.depth}_"
-                                              f"{args.norm_type}{width}")
+                                              f"{args.norm_type}{width}{split}")
 
 
-def _validate(script, a):
-    """Refuse values that cannot work, naming the flag and the fix."""
-    positive = ["batch_size", "eval_interval"]
-    if script == "pretrain":
-        positive += ["pretrain_amount", "pretrain_epochs", "batch_real"]
-    if script in ("condense", "evaluate"):
-        positive += ["ipc", "factor"]
-    if script == "condense":
-        positive += ["batch_real", "batch_syn_max", "eval_runs"]
-    if script == "evaluate":
-        positive += ["runs"]
-    for key in positive:
-        if getattr(a, key) < 1:
-            raise UserError(f"--{key} must be at least 1 (got {getattr(a, key)})")
-    if a.eval_epochs is not None and a.eval_epochs < 1:
-        raise UserError(f"--eval_epochs must be at least 1 (got {a.eval_epochs})")
-    if a.net_type not in NET_TYPES:
-        raise UserError(f"unknown --net_type '{a.net_type}'; choose one of: {', '.join(NET_TYPES)}")
-    if a.norm_type not in NORM_TYPES:
-        raise UserError(f"unknown --norm_type '{a.norm_type}'; choose one of: {', '.join(NORM_TYPES)}")
-    if not 0 <= a.mix_p <= 1:
-        raise UserError(f"--mix_p must lie in [0, 1] (got {a.mix_p})")
-    if script == "condense":
-        for key in ("niter", "num_premodel", "iter_calib", "eval_every", "ckpt_every"):
-            if getattr(a, key) < 0:
-                raise UserError(f"--{key} must be at least 0 (got {getattr(a, key)})")
-        if not 0 <= a.lam_min <= a.lam_max <= 1:
-            raise UserError(f"need 0 <= --lam_min <= --lam_max <= 1 (got {a.lam_min}, {a.lam_max})")
-        if a.lr_img <= 0:
-            raise UserError(f"--lr_img must be positive (got {a.lr_img})")
-        if not 0 < a.val_split < 1:
-            raise UserError(f"--val_split must lie strictly between 0 and 1 (got {a.val_split})")
+def describe_split(split):
+    """A held-out split as a person reads it."""
+    if not split:
+        return "the whole training set"
+    return f"all but a {split['fraction']:g} held-out split (seed {split['seed']})"
+
+
+def pretrain_command(args, amount, folder=None):
+    """The pretrain.py command that trains the experts `args` needs, with every flag that decides them."""
+    from data.datasets import DATASETS
+
+    folder = folder or args.pretrain_dir
+    flags = ["-d", args.dataset]
+    if DATASETS[args.dataset].needs_root:
+        flags += ["--data_dir", args.data_dir]
+    if args.dataset == "imagenet":
+        flags += ["--nclass", str(args.nclass), "--phase", str(args.phase)]
+    if args.size is not None:
+        flags += ["--size", str(args.size)]
+    flags += ["--net_type", args.net_type, "--depth", str(args.depth), "--width", f"{args.width:g}",
+              "--norm_type", args.norm_type]
+    if args.reproduce:
+        flags.append("--reproduce")
+    manifest = read_json(os.path.join(folder, "manifest.json"))
+    if manifest and "epochs" in manifest:  # more experts join the folder's, trained alike
+        flags += ["--pretrain_epochs", str(manifest["epochs"])]
+    flags += ["--pretrain_amount", str(amount)]
+    if getattr(args, "val_split", 0):
+        flags += ["--val_split", f"{args.val_split:g}", "--seed", str(args.seed)]
+    flags += ["--pretrain_dir", folder]
+    return "python pretrain.py " + " ".join(shlex.quote(f) for f in flags)
 
 
 def _resolve(script, a, explicit):
@@ -249,6 +269,8 @@ def _resolve(script, a, explicit):
     if script == "condense":
         if a.lr_img_per_ipc is not None and "lr_img" not in explicit:
             a.lr_img = a.lr_img_per_ipc * a.ipc
+        if a.select_by is None:
+            a.select_by = "val" if a.val_split else "test"
         if a.init is None:
             # the reference forces mix whenever factor > 1; an explicit --init wins here
             a.init = "mix" if a.factor > 1 else "random"
@@ -266,21 +288,18 @@ def _resolve(script, a, explicit):
 # - where the same inputs live: data_dir, pretrain_dir, download (a restarted job may land on a node with
 #   other mounts; the dataset's name and the experts' network are still checked, their files are vouched for);
 # - the periodic evaluation's schedule and size: eval_every, eval_interval, eval_runs (it runs under its own
-#   random streams; more runs estimate the same score with less noise); eval_every only between positive
-#   values, since 0 also drops the held-out validation split, which changes the training set (DANCE.main);
+#   random streams; more runs estimate the same score with less noise);
 # - niter: no schedule depends on it, so it may grow, or shrink down to the iterations done (DANCE.py checks).
 # Everything else changes the synthetic set or the score data_best.pt is chosen by (eval_epochs, the
 # evaluation recipe, select_by, val_split), so a change is refused.
 RESUME_HARMLESS = frozenset({"device", "ckpt_every", "print_config", "resume", "save_dir", "data_dir",
-                             "pretrain_dir", "download", "eval_interval", "eval_runs", "niter"})
-RESUME_COMPARED_AS = {"eval_every": bool}
+                             "pretrain_dir", "download", "eval_every", "eval_interval", "eval_runs", "niter"})
 
 
 def settings_diff(saved, current):
     """'key old -> new' for every setting that differs between two runs and matters to the result."""
     def differs(key):
-        compared = RESUME_COMPARED_AS.get(key, lambda value: value)
-        return key not in RESUME_HARMLESS and compared(saved.get(key)) != compared(current.get(key))
+        return key not in RESUME_HARMLESS and saved.get(key) != current.get(key)
 
     return [f"{key} {saved.get(key)} -> {current.get(key)}" for key in sorted(set(saved) | set(current))
             if differs(key)]
@@ -308,22 +327,12 @@ def _resumed(parser, explicit):
         raise UserError(f"--resume: settings differ from the run's: {', '.join(changed)}; drop them or start a "
                         f"new run")
     ns = argparse.Namespace(**{**settings, **explicit, "save_dir": run})
-    _validate("condense", ns)
+    check_settings("condense", ns)
     return ns
 
 
-def parse(script, argv=None):
-    """Parse and resolve the settings of `script`; returns None after --print_config."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(script)
-    ns = parser.parse_args(argv)
-    explicit = _explicit(parser, argv)
-    if script == "condense" and ns.resume is not None:
-        ns = _resumed(parser, explicit)
-        if ns.print_config:
-            print(json.dumps(vars(ns), indent=2, sort_keys=True))
-            return None
-        return ns
+def _dataset_layers(script, ns, explicit, fixed):
+    """Apply the dataset's SETTINGS, REPRODUCE (with --reproduce) and its rules, under `fixed` keys."""
     settings = load_settings(ns.dataset)
     known = set(vars(ns))
     tables = [getattr(settings, "SETTINGS", {})] + ([getattr(settings, "REPRODUCE", {})] if ns.reproduce else [])
@@ -333,11 +342,78 @@ def parse(script, argv=None):
             if key not in known:
                 raise UserError(f"arguments/{ns.dataset}.py sets unknown key '{key}' for {script}.py; "
                                 f"fix the settings file")
-            if key not in explicit:
+            if key not in explicit and key not in fixed:
                 setattr(ns, key, value)
-    _validate(script, ns)
-    _resolve(script, ns, explicit)
+    rules = getattr(settings, "rules", None)
+    if rules is not None:
+        for key, value in rules(script, ns, ns.reproduce).items():
+            if key not in explicit and key not in fixed:
+                setattr(ns, key, value)
+
+
+def config_view(script, a):
+    """The resolved settings a person reads (--print_config): flags that do not apply are left out."""
+    from data.datasets import DATASETS, peek_dataset
+
+    spec = DATASETS[a.dataset]
+    drop = {"print_config"}
+    drop |= {"nclass", "phase"} if a.dataset != "imagenet" else set()
+    drop |= {"size"} if not spec.resizable else set()
+    drop |= {"download"} if spec.fetch is None else set()
+    drop |= {"data_dir"} if not spec.needs_root else set()
+    drop |= {"dsa_strategy"} if a.eval_aug == "imagenet" else set()
+    drop |= {"beta", "mix_p"} if a.mixup == "none" else set()
+    if script == "condense":
+        drop |= {"resume"} if a.resume is None else set()
+        drop |= {"lr_img_per_ipc"} if a.lr_img_per_ipc is None else set()
+        drop |= {"decode_type"} if a.factor == 1 else set()
+        drop |= {"eval_runs", "select_by"} if not a.eval_every else set()
+        drop |= {"lam_min", "lam_max", "iter_calib"} if not a.num_premodel else set()
+    if script == "evaluate":
+        drop |= {k for k in ("summarize", "baseline", "data", "eval_nets") if getattr(a, k) is None}
+        drop |= {"ipc"} if a.baseline in (None, "full") else set()
+        drop |= {"set_settings"} if not getattr(a, "set_settings", None) else set()
+    view = {k: v for k, v in vars(a).items() if k not in drop}
+    if "set_settings" in view:  # each set's own values, where they differ from the call's
+        view["set_settings"] = {path: {k: v for k, v in own.items() if getattr(a, k) != v}
+                                for path, own in a.set_settings.items()}
+        view["set_settings"] = {path: own for path, own in view["set_settings"].items() if own} or None
+        if view["set_settings"] is None:
+            del view["set_settings"]
+    if a.dataset == "folder":
+        view["detected"] = peek_dataset(a.dataset, a.data_dir, size=a.size)
+    return view
+
+
+def parse(script, argv=None):
+    """Parse, resolve and check the settings of `script`; returns None after --print_config."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(script)
+    ns = parser.parse_args(argv)
+    explicit = _explicit(parser, argv)
+    if script == "condense" and ns.resume is not None:
+        ns = _resumed(parser, explicit)
+    else:
+        fixed, per_set = {}, {}
+        if script == "evaluate" and ns.data and not ns.summarize:
+            from arguments.sets import described_settings
+
+            fixed, per_set, ns.data = described_settings(ns.data, explicit, parser)
+            for key, value in fixed.items():
+                setattr(ns, key, value)
+        _dataset_layers(script, ns, explicit, fixed)
+        check_explicit(script, ns, explicit)
+        check_settings(script, ns)
+        _resolve(script, ns, explicit)
+        if script == "evaluate":
+            ns.set_settings = per_set
+            for path, own in per_set.items():
+                try:
+                    check_settings(script, argparse.Namespace(**{**vars(ns), **own}))
+                except UserError as e:
+                    raise UserError(f"{path}'s description (data_K.json beside it): {e}") from None
+    check_outputs(script, ns)
     if ns.print_config:
-        print(json.dumps(vars(ns), indent=2, sort_keys=True))
+        print(json.dumps(config_view(script, ns), indent=2, sort_keys=True, default=str))
         return None
     return ns

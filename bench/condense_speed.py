@@ -21,8 +21,8 @@ from data.augment import DiffAug, normalize  # noqa: E402
 from data.datasets import Split  # noqa: E402
 from data.sampler import ClassSampler  # noqa: E402
 from data.synthetic import SyntheticSet  # noqa: E402
-from models import model_config  # noqa: E402
-from utils import atomic_save, expert_path, make_network, select_device  # noqa: E402
+from models import make_network, model_config  # noqa: E402
+from utils import atomic_save, expert_path, select_device  # noqa: E402
 
 
 def synchronize(device):

@@ -61,9 +61,9 @@ def condense(common, key, lr, q, folder):
     if not missing:
         return paths
 
-    def keep(it, synset, bank):
-        if it + 1 in paths:
-            synset.save(paths[it + 1])
+    def keep(k, synset, bank):
+        if k in paths:
+            synset.save(paths[k])
 
     done = (read_json(os.path.join(folder, "args.json")) or {}).get("niter", 0)
     if 0 < done < min(missing) and os.path.isfile(os.path.join(folder, f"data_{done}.pt")):

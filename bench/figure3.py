@@ -22,7 +22,8 @@ from arguments import parse  # noqa: E402
 from data.augment import normalize  # noqa: E402
 from data.datasets import Split, load_dataset  # noqa: E402
 from train import test_accuracy  # noqa: E402
-from utils import atomic_write_json, network_config, select_device  # noqa: E402
+from models import network_config  # noqa: E402
+from utils import atomic_write_json, select_device  # noqa: E402
 
 
 def middle_encoder_curve(bank, test, info, device, lams):
@@ -43,9 +44,9 @@ def condense_tracking(argv, expert, info, every):
     """Run DANCE.py with argv; record the expert's accuracy on the set every `every` iterations."""
     curve = []
 
-    def track(it, synset, bank):
-        if it % every == 0 or it == args.niter - 1:
-            curve.append((it + 1, expert_accuracy(expert, synset, info)))
+    def track(k, synset, bank):
+        if (k - 1) % every == 0 or k == args.niter:
+            curve.append((k, expert_accuracy(expert, synset, info)))
 
     args = parse("condense", argv)
     shutil.rmtree(args.save_dir, ignore_errors=True)  # the figure's own run folder, redone each time

@@ -1,6 +1,8 @@
 """Per-class batches of real images, drawn from uint8 tensors kept on the run's device."""
 import torch
 
+from utils import UserError
+
 
 def to_float(images):
     """uint8 [0,255] -> float32 [0,1]; float input passes through."""
@@ -29,7 +31,6 @@ class ClassSampler:
         self.class_indices = [torch.nonzero(self.labels == c).flatten() for c in range(nclass)]
         empty = [c for c, idx in enumerate(self.class_indices) if len(idx) == 0]
         if empty:
-            from utils import UserError
             raise UserError(f"class {empty[0]} has no training images; check the dataset's files")
         self._perm = [None] * nclass
         self._pos = [0] * nclass
@@ -73,3 +74,13 @@ def epoch_batches(n, batch_size, device=None):
     for start in range(0, n, batch_size):
         idx = perm[start:start + batch_size]
         yield idx if device is None else idx.to(device)
+
+
+def require_per_class(labels, nclass, needed, class_names, what, fix):
+    """Refuse when some class has fewer than `needed` images (real images would repeat), naming it and the fix."""
+    counts = torch.bincount(labels.cpu(), minlength=nclass).tolist()
+    smallest = min(range(nclass), key=lambda c: counts[c])
+    if counts[smallest] < needed:
+        name = class_names[smallest] if class_names else smallest
+        raise UserError(f"{what} needs {needed} real images per class, but class {name} has only "
+                        f"{counts[smallest]} training images; {fix}")

@@ -1,10 +1,16 @@
 """The learnable synthetic set: pixel storage, initialisation and multi-formation decoding (IDC)."""
+import json
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 
-from utils import UserError, atomic_save, safe_load
+from utils import UserError, atomic_save, atomic_write_json, safe_load
+
+DESCRIPTION_FORMAT = "dance-set/1"
+PIXEL_NOISE = 1e-4   # overshoot of [0, 1] that is float noise
+PIXEL_LIMIT = 0.5    # overshoot beyond which the tensor is not [0, 1] pixels (0-255, or normalised)
 
 
 def decode_zoom(images, factor):
@@ -100,13 +106,15 @@ class SyntheticSet:
                 elif how != "noise":
                     raise UserError(f"unknown --init '{how}'; choose random, mix or noise")
 
-    def decoded_per_class(self, max_size=0, classes=None, bound=None):
+    def decoded_per_class(self, max_size=0, classes=None, bound=None, pixels=None):
         """Decoded images of the given classes (all, or a slice), (k, m, C, H, W), differentiable.
 
         With max_size > 0 and more decoded images than that, a random subset of max_size per class.
-        'bound' decoding is bounded by `bound`, else by max_size (REFERENCE 5.4).
+        'bound' decoding is bounded by `bound`, else by max_size (REFERENCE 5.4). `pixels` replaces the
+        storage (same shape), e.g. by its clamped copy.
         """
-        storage = self.data.view(self.nclass, self.ipc, *self.data.shape[1:])
+        pixels = self.data if pixels is None else pixels
+        storage = pixels.view(self.nclass, self.ipc, *pixels.shape[1:])
         if classes is not None:  # a slice keeps this a view (no copy on the per-class hot path)
             storage = storage[classes]
         k, ipc = storage.shape[:2]
@@ -129,19 +137,53 @@ class SyntheticSet:
         return self.decoded_per_class(max_size, slice(c, c + 1))[0]
 
     def decoded(self, bound=128):
-        """The whole decoded training set (detached) and its labels, for evaluation.
+        """The whole decoded training set (detached, from [0, 1]-clamped pixels, as saved) and its labels.
 
         'bound' decodes with bound=128 here, as the reference's evaluation loader does.
         """
         with torch.no_grad():
-            per_class = self.decoded_per_class(0, bound=bound)
+            per_class = self.decoded_per_class(0, bound=bound, pixels=self.data.detach().clamp(0, 1))
         k, m = per_class.shape[:2]
         labels = torch.arange(k).repeat_interleave(m)
         return per_class.reshape(k * m, *per_class.shape[2:]).detach(), labels
 
-    def save(self, path):
-        """Save [data, targets] in the reference format (float32, undecoded, class-major, CPU)."""
-        atomic_save([self.data.detach().float().cpu(), self.targets.clone()], path)
+    def save(self, path, description=None):
+        """Save [data, targets] in the reference format (float32, undecoded, class-major, CPU), with its description.
+
+        The pixels are saved clamped to [0, 1], the state the next iteration starts from (the reference saves
+        the last update unclamped). The description (data_K.json) is written first: a kill in between leaves
+        a set that still works with flags.
+        """
+        if description is not None:
+            atomic_write_json({"format": DESCRIPTION_FORMAT, **description}, description_path(path))
+        atomic_save([self.data.detach().float().clamp(0, 1).cpu(), self.targets.clone()], path)
+
+
+def description_path(path):
+    """Where a set's description lives: data_best.pt -> data_best.json."""
+    return os.path.splitext(path)[0] + ".json"
+
+
+def read_description(path):
+    """The description written beside a condensed set, or None (e.g. a set from the official code)."""
+    sidecar = description_path(path)
+    if not os.path.isfile(sidecar):
+        return None
+    try:
+        with open(sidecar) as f:
+            desc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {sidecar} ({e}); delete it to evaluate {path} with flags alone")
+    run = desc.get("run") if isinstance(desc, dict) else None
+    well_formed = (isinstance(desc, dict) and desc.get("format") == DESCRIPTION_FORMAT
+                   and isinstance(desc.get("settings"), dict) and isinstance(run, dict)
+                   and isinstance(run.get("method"), dict) and isinstance(run.get("seed"), int)
+                   and isinstance(run.get("iteration"), int)
+                   and isinstance(desc.get("classes", []), list))
+    if not well_formed:
+        raise UserError(f"{sidecar} is not a set description written by DANCE.py; move it away to evaluate {path} "
+                        f"with flags alone")
+    return desc
 
 
 def load_set(path, nclass, channels, size):
@@ -161,4 +203,17 @@ def load_set(path, nclass, channels, size):
         raise UserError(f"{path} is not class-major with {ipc} images per class; pass a set written by DANCE.py")
     if not torch.isfinite(data).all():
         raise UserError(f"{path} contains NaN or Inf pixels; use an earlier data_*.pt of that run")
-    return data.float(), ipc
+    return checked_pixels(data.float(), path), ipc
+
+
+def checked_pixels(data, path, warn=print):
+    """[0, 1] pixels: float noise is clamped silently, a small overshoot with a warning, anything else refused."""
+    lo, hi = float(data.min()), float(data.max())
+    over = max(-lo, hi - 1.0)
+    if over > PIXEL_LIMIT:
+        raise UserError(f"{path} holds pixels in [{lo:.3g}, {hi:.3g}], not [0, 1]: a condensed set stores "
+                        f"unnormalised [0, 1] pixels; divide 0-255 data by 255 or undo the normalisation first")
+    if over > PIXEL_NOISE:
+        warn(f"warning: {path} holds pixels in [{lo:.4f}, {hi:.4f}]; clamped to [0, 1] (the official code saves "
+             f"its last update unclamped)")
+    return data.clamp(0, 1)

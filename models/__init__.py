@@ -6,6 +6,8 @@ state_dict keys and shapes match the official code, so checkpoints load both way
 """
 import inspect
 
+import torch
+
 from models.convnet import ConvNet
 from models.densenet import DenseNet
 from models.resnet import ResNet
@@ -39,3 +41,36 @@ def build_model(net_type, nclass, channels, size, depth=3, width=1.0, norm_type=
     """A freshly initialised network; a bad name, depth, norm or size raises UserError."""
     config = model_config(net_type, nclass, channels, size, depth, width, norm_type, cifar_layout)
     return MODELS[net_type](**config)
+
+
+def network_config(args, info):
+    """The model the run's settings describe: {'net_type': ..., 'config': constructor kwargs}."""
+    config = model_config(args.net_type, info.nclass, info.channels, info.size, args.depth, args.width,
+                          args.norm_type, info.cifar_layout)
+    return {"net_type": args.net_type, "config": config}
+
+
+def make_network(network, device):
+    """A freshly initialised network of `network_config`'s description, on `device`."""
+    return MODELS[network["net_type"]](**network["config"]).to(device)
+
+
+def check_network(network):
+    """Build the network on the meta device (no memory, no random draws): bad width/depth/size raise UserError."""
+    with torch.device("meta"):
+        make_network(network, "meta")
+
+
+FLAG_OF = {"net_type": "--net_type", "depth": "--depth", "width": "--width", "norm_type": "--norm_type",
+           "size": "--size", "channels": "-d (the data)", "nclass": "-d (the data)", "cifar_layout": "-d (the data)"}
+
+
+def network_difference(have, need):
+    """'--width: 0.25 vs 1.0' for the first setting in which two network descriptions differ, or None."""
+    if have.get("net_type") != need.get("net_type"):
+        return f"--net_type: {have.get('net_type')} vs {need.get('net_type')}"
+    a, b = have.get("config", {}), need.get("config", {})
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            return f"{FLAG_OF.get(key, key)}: {a.get(key)} vs {b.get(key)}"
+    return None

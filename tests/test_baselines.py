@@ -36,14 +36,14 @@ def test_baselines_evaluate_and_record(tmp_path, monkeypatch):
               "--pretrain_dir", str(tmp_path / "experts")]
     pretrain.main(parse("pretrain", common + ["--pretrain_amount", "1", "--pretrain_epochs", "1"]))
     tiny = ["--eval_epochs", "1", "--eval_interval", "1", "--runs", "2", "--batch_size", "16"]
-    for baseline, factor in (("random", "2"), ("herding", "1"), ("kcenter", "2"), ("full", "1")):
-        result, = evaluate.main(parse("evaluate", common + tiny + ["--baseline", baseline, "--ipc", "2",
+    for baseline, ipc, factor in (("random", "1", "2"), ("herding", "2", "1"), ("kcenter", "1", "2"), ("full", "2", "1")):
+        result, = evaluate.main(parse("evaluate", common + tiny + ["--baseline", baseline, "--ipc", ipc,
                                                                    "--factor", factor]))
         assert len(result["final"]) == 2
     lines = [json.loads(line) for line in open(tmp_path / "results" / "evaluations.jsonl")]
     assert [line["set"] for line in lines] == ["baseline:random", "baseline:herding", "baseline:kcenter",
                                                "baseline:full"]
-    assert lines[0]["ipc"] == 2 and lines[0]["factor"] == 2 and lines[3]["ipc"] == 4
+    assert lines[0]["ipc"] == 1 and lines[0]["factor"] == 2 and lines[1]["ipc"] == 2 and lines[3]["ipc"] == 4
     assert lines[0]["protocol"]["epochs"] == 1 and len(lines[0]["final"]) == 2
 
 
@@ -53,6 +53,7 @@ def test_baseline_set_has_the_condensed_budget(tmp_path):
                               "--factor", "2", "--device", "cpu"])
     from data.datasets import load_dataset
     train, _, info = load_dataset("cifar10", data_dir)
-    (_, images, labels, ipc, _), = evaluate.training_sets(args, train, info, "cpu")
+    baseline, = evaluate.real_sets(args, train, info, "cpu")
+    images, labels = baseline.images, baseline.labels
     # one storage image per class holds 4 real images, decoded into 4 training images
     assert images.shape == (40, 3, 32, 32) and labels.tolist() == sorted(labels.tolist())

@@ -41,7 +41,7 @@ def test_longer_study_extends_a_shorter_run_exactly(tmp_path):
     condense(common, "dm", 0.01, short, str(tmp_path / "extended"))
     extended = condense(common, "dm", 0.01, longer, str(tmp_path / "extended"))
     fresh = condense(common, "dm", 0.01, longer, str(tmp_path / "fresh"))
-    assert "resuming at iteration 2" in (tmp_path / "extended" / "log.txt").read_text()
+    assert "resuming after iteration 2" in (tmp_path / "extended" / "log.txt").read_text()
     for at in (2, 4):
         assert torch.equal(torch.load(extended[at])[0], torch.load(fresh[at])[0])
     assert not torch.equal(torch.load(fresh[2])[0], torch.load(fresh[4])[0])

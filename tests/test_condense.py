@@ -9,7 +9,8 @@ import DANCE
 from data.datasets import Split
 from data.sampler import ClassSampler
 from data.synthetic import SyntheticSet
-from utils import UserError, atomic_save, expert_path, make_network
+from models import make_network
+from utils import UserError, atomic_save, expert_path
 
 
 def test_inner_class_loss_hand_case():

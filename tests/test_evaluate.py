@@ -46,7 +46,7 @@ def test_interrupted_evaluation_trains_only_missing_runs(cifar, tmp_path, capsys
     capsys.readouterr()
     second, = evaluate.main(parse("evaluate", argv + ["--runs", "3"]))
     out = capsys.readouterr().out
-    assert "run 0: final acc" in out and "recorded by an earlier call" in out
+    assert "run 1/3: final acc" in out and "recorded by an earlier call" in out
     assert second["final"][0] == first["final"][0] and len(second["final"]) == 3
     runs = [json.loads(line) for line in open(runs_path(str(tmp_path / "results" / "evaluations.jsonl")))]
     assert sorted(r["run"] for r in runs) == [0, 1, 2]
@@ -61,7 +61,8 @@ def test_interrupted_evaluation_trains_only_missing_runs(cifar, tmp_path, capsys
     (["--data", "set_ipc1.pt", "--eval_nets", "resnet-x"], "name-depth"),
     ([], "pass either --data"),
     (["--data", "set_ipc1.pt", "--baseline", "random"], "pass either --data"),
-    (["--baseline", "herding"], "expert 0"),
+    (["--baseline", "herding", "--ipc", "1"], "expert 0"),
+    (["--baseline", "random", "--ipc", "5"], "needs 5 real images per class, but class airplane has only 4"),
 ])
 def test_bad_evaluation_input(cifar, extra, message):
     with pytest.raises(UserError, match=message):
@@ -71,7 +72,7 @@ def test_bad_evaluation_input(cifar, extra, message):
 def test_runs_zero_and_unknown_baseline_are_refused():
     with pytest.raises(UserError, match="--runs must be at least 1"):
         parse("evaluate", ["--runs", "0"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match="argument --baseline: invalid choice: 'bogus'.*see python evaluate.py --help"):
         parse("evaluate", ["--baseline", "bogus"])
 
 

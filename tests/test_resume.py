@@ -22,7 +22,7 @@ from utils import RunStopped, UserError, run_cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A child process: run pretrain.py or DANCE.py through run_cli, and kill itself at a chosen point.
-#   iteration K SIG : send SIG to itself at the end of condensation iteration K
+#   iteration K SIG : send SIG to itself at the end of condensation iteration K (1-based)
 #   write N FILE    : SIGKILL right after the N-th atomic write of FILE (state.pt, premodelI_progress.pt)
 #   midwrite N FILE : SIGKILL half-way through writing the temp file of the N-th write of FILE
 #   none            : no fault of its own (to be killed from outside)
@@ -56,8 +56,8 @@ def dying_write(path, write_fn):
     real_write(path, half)
 
 
-def hook(it, synset, bank):
-    if mode == "iteration" and it == at:
+def hook(k, synset, bank):
+    if mode == "iteration" and k == at:
         os.kill(os.getpid(), getattr(signal, target))
 
 
@@ -111,8 +111,8 @@ def state_iter(run):
 
 
 @pytest.mark.parametrize("mode, at, target, resumes_at", [
-    ("iteration", 1, "SIGKILL", None),     # before the first checkpoint: no state.pt, restarts from 0
-    ("iteration", 7, "SIGKILL", 6),        # between checkpoints
+    ("iteration", 2, "SIGKILL", None),     # before the first checkpoint: no state.pt, restarts from iteration 1
+    ("iteration", 8, "SIGKILL", 6),        # between checkpoints
     ("midwrite", 2, "state.pt", 3),        # half-way through writing the second state.pt
 ])
 def test_sigkill_then_resume_is_bit_identical(setup, tmp_path, mode, at, target, resumes_at):
@@ -129,7 +129,7 @@ def test_sigkill_then_resume_is_bit_identical(setup, tmp_path, mode, at, target,
     assert torch.equal(resume(run), setup["reference"])
     assert not glob.glob(str(run / ".tmp_*"))
     log = (run / "log.txt").read_text()
-    assert (f"resuming at iteration {resumes_at}" if resumes_at else "restarting from iteration 0") in log
+    assert (f"resuming after iteration {resumes_at}" if resumes_at else "restarting from iteration 1") in log
     assert torch.equal(torch.load(run / f"data_{NITER}.pt", weights_only=True)[0], setup["reference"])
 
 
@@ -146,7 +146,7 @@ def test_sigkill_from_outside_at_an_unknown_point(setup, tmp_path):
 
 def test_sigterm_saves_state_exits_143_and_the_command_line_resumes(setup, tmp_path):
     run = tmp_path / "run"
-    code, err = finished(child(setup, "DANCE", "iteration", 4, "SIGTERM", setup["cond"] + ["--save_dir", str(run)]))
+    code, err = finished(child(setup, "DANCE", "iteration", 5, "SIGTERM", setup["cond"] + ["--save_dir", str(run)]))
     assert code == 143, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("stopped: SIGTERM") and f"--resume {run}" in last and "Traceback" not in err
@@ -161,8 +161,8 @@ def test_sigint_in_process_then_resume_and_extend_niter(setup, tmp_path):
     run = tmp_path / "run"
     previous = signal.getsignal(signal.SIGINT)
 
-    def interrupt(it, synset, bank):
-        if it == 4:
+    def interrupt(k, synset, bank):
+        if k == 5:
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(RunStopped, match="SIGINT") as stopped:
@@ -186,8 +186,9 @@ def test_resume_with_changed_settings_is_refused_naming_them(setup, tmp_path, ca
 
     with pytest.raises(UserError, match=r"seed 1 -> 2, width 0.0625 -> 0.125"):
         parse("condense", ["--resume", str(ref), "--seed", "2", "--width", "0.125"])
-    with pytest.raises(UserError, match=r"eval_every 4 -> 0"):  # 0 would also drop the validation holdout
-        parse("condense", ["--resume", str(ref), "--eval_every", "0"])
+    with pytest.raises(UserError, match=r"val_split 0.0 -> 0.1"):  # the held-out split changes the training set
+        parse("condense", ["--resume", str(ref), "--val_split", "0.1"])
+    assert parse("condense", ["--resume", str(ref), "--eval_every", "0"]).eval_every == 0  # evaluation only
     args = parse("condense", ["--resume", str(ref), "--eval_every", "2", "--ckpt_every", "5"])
     assert (args.eval_every, args.ckpt_every, args.seed, args.save_dir) == (2, 5, 1, str(ref))
     assert args.pretrain_dir == str(setup["base"] / "experts")  # the run's settings, not the defaults
@@ -234,7 +235,7 @@ def test_nan_stops_the_run_and_the_last_checkpoint_is_finite(setup, tmp_path, mo
     def poisoned(synset, *args):
         inner, inter = real(synset, *args)
         calls[0] += 1
-        if calls[0] == 8:  # iteration 7
+        if calls[0] == 8:  # iteration 8
             if poison == "nan_data":
                 with torch.no_grad():
                     synset.data[0, 0, 0, 0] = float("nan")
@@ -243,7 +244,7 @@ def test_nan_stops_the_run_and_the_last_checkpoint_is_finite(setup, tmp_path, mo
         return inner, inter
 
     monkeypatch.setattr(DANCE, "per_class_update", poisoned)
-    with pytest.raises(UserError, match=r"iteration 7: NaN or Inf .*state.pt \(iteration 6\), is intact"):
+    with pytest.raises(UserError, match=r"iteration 8: NaN or Inf .*state.pt \(after iteration 6\), is intact"):
         DANCE.main(parse("condense", setup["cond"] + ["--save_dir", str(run)]))
     state = torch.load(run / "state.pt", weights_only=True)
     assert state["next_iter"] == 6 and torch.isfinite(state["data"]).all()

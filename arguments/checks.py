@@ -1,0 +1,167 @@
+"""Checks of resolved settings, run before any work: each bad value is one UserError naming the flag and the fix."""
+import math
+import os
+
+from utils import UserError, check_device_name, check_output_dir, check_output_file
+
+NET_TYPES = ("convnet", "resnet_ap", "resnet", "densenet")
+NORM_TYPES = ("instance", "batch", "layer", "group", "none", "sn")
+MAX_SEED = 2**32 - 1  # numpy's generator takes 32 bits; experts and runs derive seed * 1000 + i from it
+MIN_SIZE = 8          # three 2x poolings (ConvNet-3, ResNetAP stems, DenseNet) need at least 8 pixels
+MAX_SIZE = 1024       # beyond this an image-folder dataset does not fit memory; resize the files first
+MAX_WIDTH = 16        # ConvNet at width 16 already has 2048 channels per layer
+FLOAT32_MAX = 3.4e38  # every float flag ends up in a float32 tensor or optimizer
+
+
+def _positive_ints(script, a):
+    keys = ["batch_size", "eval_interval", "depth"]
+    if script == "pretrain":
+        keys += ["pretrain_amount", "pretrain_epochs", "batch_real"]
+    if script in ("condense", "evaluate"):
+        keys += ["ipc", "factor"]
+    if script == "condense":
+        keys += ["batch_real", "batch_syn_max", "eval_runs"]
+    if script == "evaluate":
+        keys += ["runs"]
+    for key in keys:
+        if getattr(a, key) < 1:
+            raise UserError(f"--{key} must be at least 1 (got {getattr(a, key)})")
+    if a.eval_epochs is not None and a.eval_epochs < 1:
+        raise UserError(f"--eval_epochs must be at least 1 (got {a.eval_epochs})")
+    if script == "condense":
+        for key in ("niter", "num_premodel", "iter_calib", "eval_every", "ckpt_every"):
+            if getattr(a, key) < 0:
+                raise UserError(f"--{key} must be at least 0 (got {getattr(a, key)})")
+
+
+def _finite(key, value):
+    if value is not None and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+        raise UserError(f"--{key} must be a finite number within float32's range (got {value})")
+
+
+def _float_ranges(script, a):
+    """Every float flag is finite and inside the range where the method is defined."""
+    floats = ["lr", "momentum", "weight_decay", "beta", "mix_p", "width"]
+    if script in ("pretrain", "condense"):
+        floats += ["val_split"]
+    if script == "condense":
+        floats += ["lr_img", "lr_img_per_ipc", "mom_img", "lam_min", "lam_max"]
+    for key in floats:
+        _finite(key, getattr(a, key))
+    ranges = [("lr", a.lr > 0, "be positive"), ("momentum", 0 <= a.momentum < 1, "lie in [0, 1)"),
+              ("weight_decay", a.weight_decay >= 0, "be at least 0"),
+              ("beta", a.beta > 0, "be positive (CutMix draws Beta(beta, beta))"),
+              ("mix_p", 0 <= a.mix_p <= 1, "lie in [0, 1]"),
+              ("width", 0 < a.width <= MAX_WIDTH, f"lie in (0, {MAX_WIDTH}] (a channel multiplier)")]
+    if script in ("pretrain", "condense"):
+        ranges.append(("val_split", 0 <= a.val_split < 1, "lie in [0, 1) (0: no held-out split)"))
+    if script == "condense":
+        ranges += [("lr_img", a.lr_img > 0, "be positive"),
+                   ("lr_img_per_ipc", a.lr_img_per_ipc is None or a.lr_img_per_ipc > 0, "be positive"),
+                   ("mom_img", 0 <= a.mom_img < 1, "lie in [0, 1)")]
+    for key, ok, rule in ranges:
+        if not ok:
+            raise UserError(f"--{key} must {rule} (got {getattr(a, key)})")
+    if script == "condense" and not 0 <= a.lam_min <= a.lam_max <= 1:
+        raise UserError(f"need 0 <= --lam_min <= --lam_max <= 1 (got {a.lam_min}, {a.lam_max})")
+
+
+def effective_size(a):
+    """The image size the dataset will have: --size, else the table's (folder: 32)."""
+    from data.datasets import DATASETS
+
+    return a.size or DATASETS[a.dataset].size or 32
+
+
+def _data_flags(a):
+    from data.datasets import DATASETS
+
+    spec = DATASETS[a.dataset]
+    if a.size is not None:
+        if not MIN_SIZE <= a.size <= MAX_SIZE:
+            raise UserError(f"--size must lie in [{MIN_SIZE}, {MAX_SIZE}] (got {a.size}): the networks pool three "
+                            f"times, and larger images do not fit memory")
+        if not spec.resizable and a.size != spec.size:
+            raise UserError(f"{a.dataset} images are {spec.size}x{spec.size}; --size {a.size} applies only to "
+                            f"image-folder datasets: drop it")
+    if a.dataset == "imagenet" and a.nclass not in (10, 100):
+        raise UserError(f"-d imagenet supports --nclass 10 or 100 (got {a.nclass})")
+    if a.phase < 0:
+        raise UserError(f"--phase must be at least 0 (got {a.phase})")
+    factor = getattr(a, "factor", 1)
+    size = effective_size(a)
+    if factor > size // 2:
+        raise UserError(f"--factor {factor} splits each {size}x{size} image into {factor}x{factor} crops, too small "
+                        f"to hold an image; use --factor {size // 2} or less")
+
+
+def _choices(a):
+    from data.augment import DiffAug
+
+    if a.net_type not in NET_TYPES:
+        raise UserError(f"unknown --net_type '{a.net_type}'; choose one of: {', '.join(NET_TYPES)}")
+    if a.norm_type not in NORM_TYPES:
+        raise UserError(f"unknown --norm_type '{a.norm_type}'; choose one of: {', '.join(NORM_TYPES)}")
+    for key in ("dsa_strategy", "aug_type"):
+        value = getattr(a, key, None)
+        if value is not None:
+            try:
+                DiffAug(value)
+            except UserError as e:
+                raise UserError(f"--{key}: {e}") from None
+    if not 0 <= a.seed <= MAX_SEED:
+        raise UserError(f"--seed must be an integer in [0, {MAX_SEED}] (got {a.seed})")
+    check_device_name(a.device)
+    from data.datasets import DATASETS
+
+    if getattr(a, "eval_aug", "dsa") == "imagenet" and DATASETS[a.dataset].channels == 1:
+        raise UserError(f"--eval_aug imagenet needs RGB images, but {a.dataset} is grayscale; use --eval_aug dsa")
+
+
+def _outputs(script, a):
+    """Output folders and files can be created and written (nothing is created here)."""
+    if script == "pretrain":
+        check_output_dir(a.pretrain_dir, "--pretrain_dir")
+    if script == "condense":
+        check_output_dir(a.save_dir, "--save_dir")
+        if a.pretrain_dir and os.path.isfile(a.pretrain_dir):
+            raise UserError(f"--pretrain_dir {a.pretrain_dir} is a file; pass the folder pretrain.py wrote")
+    if script == "evaluate" and not a.summarize:
+        from records import check_results_file, runs_path
+
+        check_output_file(a.results, "--results")
+        check_output_file(runs_path(a.results), "--results (its finished-runs file)")
+        check_results_file(a.results)
+
+
+def check_settings(script, a):
+    """Refuse values that cannot work, naming the flag and the fix."""
+    _positive_ints(script, a)
+    _float_ranges(script, a)
+    _choices(a)
+    _data_flags(a)
+    if script == "condense":
+        if a.select_by == "val" and not a.val_split:
+            raise UserError("--select_by val needs a held-out split: pass --val_split 0.05 (and train the experts "
+                            "with the same --val_split and --seed)")
+
+
+def check_explicit(script, a, explicit):
+    """Flags given by hand that this call would silently ignore are refused."""
+    for key in ("nclass", "phase"):
+        if key in explicit and a.dataset != "imagenet":
+            raise UserError(f"--{key} applies only to -d imagenet (its class slice); drop it")
+    if script == "evaluate" and "ipc" in explicit and not a.baseline:
+        raise UserError("--ipc applies to --baseline only: a condensed set's ipc is read from the set; drop it")
+
+
+def check_data_fit(a, info):
+    """Settings that depend on the loaded data (image channels), checked before any work."""
+    if getattr(a, "eval_aug", "dsa") == "imagenet" and info.channels != 3:
+        raise UserError(f"--eval_aug imagenet needs RGB images, but {a.dataset} has {info.channels} channel(s); "
+                        f"use --eval_aug dsa")
+
+
+def check_outputs(script, a):
+    """The filesystem part of the checks (after the derived output paths are known)."""
+    _outputs(script, a)

@@ -1,0 +1,95 @@
+"""evaluate.py's settings from the descriptions DANCE.py writes beside each condensed set (data_K.json).
+
+A set's description holds the flags that decide how to use it. Precedence for evaluate.py: parser defaults <
+the dataset's settings file < the set's description < flags given on the command line, except that a flag
+may not contradict what a set IS (its dataset, or how its storage decodes): that is refused in one line.
+"""
+import glob
+import os
+
+from data.synthetic import read_description
+from utils import UserError
+
+IDENTITY = ("dataset", "size", "nclass", "phase")  # one dataset per call
+DECODING = ("factor", "decode_type")                # how the storage decodes, per set
+PROTOCOL = ("net_type", "depth", "width", "norm_type", "eval_epochs", "lr", "momentum", "weight_decay",
+            "batch_size", "mixup", "beta", "mix_p", "dsa_strategy", "eval_aug", "eval_interval")  # per set; flags win
+LOCATION = ("data_dir",)                            # where the same data lives; a flag wins
+
+
+def data_paths(patterns):
+    """The --data paths, globs expanded (sorted); a glob that matches nothing or a folder is an error."""
+    paths = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise UserError(f"--data {pattern} matches no file; check the path or the quotes around the glob")
+        for path in matches:
+            if os.path.isdir(path):
+                raise UserError(f"--data {path} is a folder; pass the condensed sets in it, e.g. --data "
+                                f"'{os.path.join(path, 'data_best.pt')}'")
+            if not os.path.isfile(path):
+                raise UserError(f"--data {path}: no such file; pass a data_*.pt written by DANCE.py")
+        paths += matches
+    return paths
+
+
+def _contradiction(path, key, given, described):
+    flag = "-d" if key == "dataset" else f"--{key}"
+    return UserError(f"{flag} {given} contradicts {path}, which was condensed with {key} {described}; drop {flag} "
+                     f"(evaluate.py reads it from the set's description, {os.path.basename(path)[:-3]}.json)")
+
+
+def _check_types(path, settings, parser):
+    """Each described value has the type (and choice) its flag takes, so a hand-edited file cannot crash later."""
+    from data.datasets import DATASETS
+
+    actions = {a.dest: a for a in parser._actions}
+    if settings.get("dataset") not in DATASETS:
+        raise UserError(f"{path}'s description names dataset {settings.get('dataset')!r}, which is not one of ours; "
+                        f"restore or move away {os.path.splitext(path)[0]}.json")
+    for key, value in settings.items():
+        action = actions.get(key)
+        if action is None or (value is None and action.default is None):
+            continue
+        kind = action.type or str
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float
+              else isinstance(value, kind) and not isinstance(value, bool))
+        if ok and action.choices is not None:
+            ok = value in action.choices
+        if not ok:
+            raise UserError(f"{path}'s description sets {key} to {value!r}, which --{key} does not take; restore "
+                            f"or move away {os.path.splitext(path)[0]}.json")
+
+
+def described_settings(patterns, explicit, parser):
+    """(common, per_set, paths): settings every set agrees on, each set's own settings, and the set paths.
+
+    `common` holds the dataset identity (and location) of the described sets; `per_set[path]` the decoding,
+    network and protocol of that set's run, except keys given on the command line.
+    """
+    paths = data_paths(patterns)
+    described = {p: d for p in paths for d in [read_description(p)] if d is not None}
+    common, per_set, first = {}, {}, None
+    for path, desc in described.items():
+        settings = desc["settings"]
+        _check_types(path, settings, parser)
+        for key in IDENTITY + DECODING:
+            if key in explicit and key in settings and explicit[key] != settings[key]:
+                raise _contradiction(path, key, explicit[key], settings[key])
+        for key in IDENTITY:
+            if first is not None and settings.get(key) != described[first]["settings"].get(key):
+                raise UserError(f"{first} and {path} come from different data ({key} "
+                                f"{described[first]['settings'].get(key)} vs {settings.get(key)}); evaluate them in "
+                                f"separate calls")
+        first = first or path
+        per_set[path] = {k: settings[k] for k in DECODING + PROTOCOL if k in settings and k not in explicit}
+    if first is not None:
+        settings = described[first]["settings"]
+        common = {k: settings[k] for k in IDENTITY + LOCATION if k in settings and k not in explicit}
+        if len(described) == len(paths):  # every set described: shared values become the call's own
+            for key in DECODING + PROTOCOL:
+                values = {repr(per_set[p].get(key)) for p in paths}
+                if len(values) == 1 and key in per_set[paths[0]]:
+                    common[key] = per_set[paths[0]][key]
+    return common, per_set, paths

@@ -1,0 +1,150 @@
+"""Run management for DANCE.py: the run folder, its log, state.pt checkpoints and --resume, signals, finite checks.
+
+Iterations are numbered 1..niter everywhere (logs, files, messages): "iteration k" is the k-th update, and
+data_{k}.pt / state.pt "after iteration k" hold the set once k iterations are done.
+"""
+import glob
+import os
+import signal
+import threading
+
+import torch
+
+from arguments import settings_diff
+from arguments.sets import DECODING, IDENTITY, LOCATION, PROTOCOL
+from utils import (Logger, RunStopped, UserError, atomic_save, atomic_write_json, git_revision, make_dir,
+                   remove_stale_temps, rng_state, safe_load, set_rng_state)
+
+STATE = "state.pt"
+STATE_KEYS = {"next_iter", "done", "data", "optimizer", "sampler", "best", "rng", "args"}
+# Settings that do not make a run a different experiment (where and how it ran, its seed, its evaluations).
+NOT_METHOD = frozenset({"seed", "save_dir", "resume", "device", "ckpt_every", "print_config", "reproduce",
+                        "data_dir", "pretrain_dir", "download", "eval_every", "eval_interval", "eval_runs"})
+
+
+def set_description(args, info, iteration):
+    """What a condensed set needs to be used without repeating a flag (written beside each data_K.pt)."""
+    settings = {k: getattr(args, k) for k in IDENTITY + DECODING + PROTOCOL + LOCATION}
+    settings["data_dir"] = os.path.abspath(args.data_dir)
+    method = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_METHOD | set(settings)}
+    return {"settings": settings, "classes": list(info.class_names), "image_shape": [info.channels, info.size,
+                                                                                    info.size],
+            "ipc": args.ipc, "run": {"folder": os.path.abspath(args.save_dir), "iteration": iteration,
+                                     "seed": args.seed, "git": git_revision(), "method": method}}
+
+
+def refuse_used_folder(folder, resume):
+    """A new run never writes into a folder that already holds condensed sets (checked before any work)."""
+    if not resume and glob.glob(os.path.join(folder, "data_*.pt")):
+        raise UserError(f"{folder} already holds a condensation run; pass a new --save_dir or --resume {folder}")
+
+
+def load_state(folder, args):
+    """The state.pt of the run being resumed, checked against its settings; None if it has none yet."""
+    path = os.path.join(folder, STATE)
+    if not os.path.exists(path):
+        return None
+    try:
+        state = safe_load(path, "run state")
+        if not (isinstance(state, dict) and STATE_KEYS <= state.keys()):
+            raise UserError("not a state.pt")
+    except UserError:
+        raise UserError(f"--resume: {path} is unreadable; delete it to restart the run from iteration 1") from None
+    changed, done = settings_diff(state["args"], vars(args)), state["next_iter"]
+    if changed:
+        raise UserError(f"--resume: {path} was written with other settings ({', '.join(changed)}); restore "
+                        f"{folder}/args.json or start a new run")
+    if done > args.niter:
+        raise UserError(f"--resume: the run has done {done} iterations, more than --niter {args.niter}; "
+                        f"pass --niter {done} or more")
+    return state
+
+
+class Run:
+    """One condensation run's folder: created here (after every input was checked), logged, checkpointed."""
+
+    def __init__(self, args):
+        self.args, self.folder = args, args.save_dir
+        refuse_used_folder(self.folder, args.resume)
+        if args.resume:
+            remove_stale_temps(self.folder)  # a write the kill interrupted; its target file is intact
+        make_dir(self.folder, "--save_dir")
+        self.log = Logger(self.folder)
+        self.state = load_state(self.folder, args) if args.resume else None
+        atomic_write_json(vars(args), os.path.join(self.folder, "args.json"))
+        self.saved = self.state["next_iter"] if self.state else None  # the iteration state.pt is after
+        if args.resume and self.state is None:
+            self.log(f"no {STATE} in {self.folder} (stopped before its first checkpoint): restarting from "
+                     f"iteration 1")
+
+    def path(self, name):
+        return os.path.join(self.folder, name)
+
+    @property
+    def finished(self):
+        """True when state.pt says the run already did all of --niter."""
+        return bool(self.state and self.state["done"] and self.state["next_iter"] == self.args.niter)
+
+    def restore(self, optimizer, sampler):
+        """Put the optimizer, real-batch streams and random streams back; returns (iterations done, best score)."""
+        if self.state is None:
+            return 0, -1.0
+        optimizer.load_state_dict(self.state["optimizer"])
+        sampler.load_state_dict(self.state["sampler"])
+        set_rng_state(self.state["rng"])
+        self.log(f"resuming after iteration {self.state['next_iter']} from {self.path(STATE)}")
+        return self.state["next_iter"], self.state["best"]
+
+    def checkpoint(self, done, synset, optimizer, sampler, best, final=False):
+        """Write everything the loop needs to continue after iteration `done` to state.pt, atomically."""
+        atomic_save({"next_iter": done, "done": final, "data": synset.data.detach().cpu(),
+                     "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(), "best": best,
+                     "rng": rng_state(), "args": vars(self.args)}, self.path(STATE))
+        self.saved = done
+
+    def check_finite(self, data, loss, iteration):
+        """Stop with a UserError when the synthetic data or a loss holds NaN or Inf (one device sync)."""
+        if bool(torch.isfinite(data.detach().sum() + loss)):
+            return
+        last = (f"its last good checkpoint, {self.path(STATE)} (after iteration {self.saved}), is intact"
+                if self.saved is not None else f"no checkpoint was written yet ({self.path('data_0.pt')} is "
+                                               f"the initial set)")
+        raise UserError(f"iteration {iteration}: NaN or Inf in the synthetic data or a loss, the run stopped; {last}; "
+                        f"lower --lr_img and start a new run (or --resume {self.folder} if the fault was transient)")
+
+    def stop(self, signum, iteration):
+        """End the run after a signal; state.pt was just written."""
+        name = signal.Signals(signum).name
+        self.log(f"{name}: stopped after iteration {iteration}, state saved")
+        raise RunStopped(f"{name}: state after iteration {iteration} saved to {self.path(STATE)}; continue with: "
+                         f"python DANCE.py --resume {self.folder}", signum)
+
+
+class StopSignals:
+    """Within the block, SIGINT and SIGTERM only set `signum`, for a loop to stop at a safe point.
+
+    A second signal stops at once (KeyboardInterrupt), for someone who cannot wait for the safe point.
+    Outside the main thread, where Python delivers no signals, it does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum, self._previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        # os.write, not print: a handler may run while the main code is inside a print to the same stream
+        os.write(2, f"{signal.Signals(signum).name}: saving the state at the end of this iteration, then "
+                    f"stopping (send it again to stop at once)\n".encode())
