@@ -403,8 +403,8 @@ def parse(script, argv=None):
                 setattr(ns, key, value)
         _dataset_layers(script, ns, explicit, fixed)
         check_explicit(script, ns, explicit)
-        check_settings(script, ns)
         _resolve(script, ns, explicit)
+        check_settings(script, ns)
         if script == "evaluate":
             ns.set_settings = per_set
             for path, own in per_set.items():

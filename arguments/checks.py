@@ -45,7 +45,7 @@ def _float_ranges(script, a):
     if script in ("pretrain", "condense"):
         floats += ["val_split"]
     if script == "condense":
-        floats += ["lr_img", "lr_img_per_ipc", "mom_img", "lam_min", "lam_max"]
+        floats += ["lr_img_per_ipc", "lr_img", "mom_img", "lam_min", "lam_max"]
     for key in floats:
         _finite(key, getattr(a, key))
     ranges = [("lr", a.lr > 0, "be positive"), ("momentum", 0 <= a.momentum < 1, "lie in [0, 1)"),
@@ -56,8 +56,8 @@ def _float_ranges(script, a):
     if script in ("pretrain", "condense"):
         ranges.append(("val_split", 0 <= a.val_split < 1, "lie in [0, 1) (0: no held-out split)"))
     if script == "condense":
-        ranges += [("lr_img", a.lr_img > 0, "be positive"),
-                   ("lr_img_per_ipc", a.lr_img_per_ipc is None or a.lr_img_per_ipc > 0, "be positive"),
+        ranges += [("lr_img_per_ipc", a.lr_img_per_ipc is None or a.lr_img_per_ipc > 0, "be positive"),
+                   ("lr_img", a.lr_img > 0, "be positive"),
                    ("mom_img", 0 <= a.mom_img < 1, "lie in [0, 1)")]
     for key, ok, rule in ranges:
         if not ok:
