@@ -27,7 +27,8 @@ from data.synthetic import SyntheticSet, load_set, read_description
 from models import MODELS, check_network, make_network, network_config
 from records import evaluation_key, finished_runs, record_evaluation, record_run, summarize, summary, summary_table
 from train import eval_recipe, evaluate_set
-from utils import UserError, check_state_dict, expert_path, git_revision, run_cli, safe_load, select_device
+from utils import (UserError, check_state_dict, expert_path, git_revision, run_cli, safe_load, seed_everything,
+                   select_device)
 
 DEFAULT_DEPTH = {"resnet_ap": 10, "resnet": 18}  # when --eval_nets names a ResNet without a depth
 
@@ -110,6 +111,7 @@ def main(args):
         print(summarize(args.summarize))
         return None
     device = select_device(args.device)
+    seed_everything(args.seed)  # a random baseline's subset depends on --seed alone, not on what ran before
     if (args.data is None) == (args.baseline is None):
         raise UserError("pass either --data PATH.pt (sets written by DANCE.py) or --baseline random|herding|"
                         "kcenter|full")

@@ -57,3 +57,19 @@ def test_baseline_set_has_the_condensed_budget(tmp_path):
     images, labels = baseline.images, baseline.labels
     # one storage image per class holds 4 real images, decoded into 4 training images
     assert images.shape == (40, 3, 32, 32) and labels.tolist() == sorted(labels.tolist())
+
+
+def test_random_subset_depends_on_the_seed_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data_dir = write_fixture("cifar10", str(tmp_path / "data"))
+    drawn, real = [], evaluate.real_subset
+    monkeypatch.setattr(evaluate, "real_subset", lambda *a, **kw: drawn.append(real(*a, **kw)) or drawn[-1])
+    argv = ["-d", "cifar10", "--data_dir", data_dir, "--baseline", "random", "--ipc", "2", "--width", "0.0625",
+            "--eval_epochs", "1", "--runs", "1", "--device", "cpu"]
+    for disturbance in (0, 1):  # whatever ran before in the process (the quickstart condenses first)
+        torch.manual_seed(disturbance)
+        torch.rand(disturbance + 3)
+        evaluate.main(parse("evaluate", argv))
+    assert torch.equal(drawn[0][0], drawn[1][0])
+    evaluate.main(parse("evaluate", argv + ["--seed", "5"]))
+    assert not torch.equal(drawn[0][0], drawn[2][0])
