@@ -14,6 +14,8 @@ import sys
 import time
 
 from arguments.checks import NET_TYPES, NORM_TYPES, check_explicit, check_outputs, check_settings
+from arguments.sets import described_settings
+from data.datasets import DATASETS, peek_dataset
 from utils import UserError, read_json
 
 SCRIPTS = ("pretrain", "condense", "evaluate")
@@ -234,8 +236,6 @@ def describe_split(split):
 
 def pretrain_command(args, amount, folder=None):
     """The pretrain.py command that trains the experts `args` needs, with every flag that decides them."""
-    from data.datasets import DATASETS
-
     folder = folder or args.pretrain_dir
     flags = ["-d", args.dataset]
     if DATASETS[args.dataset].needs_root:
@@ -261,7 +261,6 @@ def pretrain_command(args, amount, folder=None):
 def _resolve(script, a, explicit):
     """Settings derived from others, computed once here and never reassigned later."""
     if a.dsa_strategy is None:
-        from data.datasets import DATASETS
         a.dsa_strategy = DATASETS[a.dataset].eval_dsa
     if script == "condense" and a.eval_epochs is None:
         bound = a.batch_syn_max if a.decode_type == "bound" else 0
@@ -307,8 +306,6 @@ def settings_diff(saved, current):
 
 def _resumed(parser, explicit):
     """The settings of the run in --resume RUN_DIR (its args.json), with the harmless flags given now on top."""
-    from utils import read_json
-
     run = explicit["resume"]
     saved = read_json(os.path.join(run, "args.json"))
     if saved is None:
@@ -353,8 +350,6 @@ def _dataset_layers(script, ns, explicit, fixed):
 
 def config_view(script, a):
     """The resolved settings a person reads (--print_config): flags that do not apply are left out."""
-    from data.datasets import DATASETS, peek_dataset
-
     spec = DATASETS[a.dataset]
     drop = {"print_config"}
     drop |= {"nclass", "phase"} if a.dataset != "imagenet" else set()
@@ -396,8 +391,6 @@ def parse(script, argv=None):
     else:
         fixed, per_set = {}, {}
         if script == "evaluate" and ns.data and not ns.summarize:
-            from arguments.sets import described_settings
-
             fixed, per_set, ns.data = described_settings(ns.data, explicit, parser)
             for key, value in fixed.items():
                 setattr(ns, key, value)

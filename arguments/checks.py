@@ -2,6 +2,9 @@
 import math
 import os
 
+from data.augment import DiffAug
+from data.datasets import DATASETS
+from records import check_results_file, runs_path
 from utils import UserError, check_device_name, check_output_dir, check_output_file
 
 NET_TYPES = ("convnet", "resnet_ap", "resnet", "densenet")
@@ -68,14 +71,10 @@ def _float_ranges(script, a):
 
 def effective_size(a):
     """The image size the dataset will have: --size, else the table's (folder: 32)."""
-    from data.datasets import DATASETS
-
     return a.size or DATASETS[a.dataset].size or 32
 
 
 def _data_flags(a):
-    from data.datasets import DATASETS
-
     spec = DATASETS[a.dataset]
     if a.size is not None:
         if not MIN_SIZE <= a.size <= MAX_SIZE:
@@ -96,8 +95,6 @@ def _data_flags(a):
 
 
 def _choices(a):
-    from data.augment import DiffAug
-
     if a.net_type not in NET_TYPES:
         raise UserError(f"unknown --net_type '{a.net_type}'; choose one of: {', '.join(NET_TYPES)}")
     if a.norm_type not in NORM_TYPES:
@@ -112,8 +109,6 @@ def _choices(a):
     if not 0 <= a.seed <= MAX_SEED:
         raise UserError(f"--seed must be an integer in [0, {MAX_SEED}] (got {a.seed})")
     check_device_name(a.device)
-    from data.datasets import DATASETS
-
     if getattr(a, "eval_aug", "dsa") == "imagenet" and DATASETS[a.dataset].channels == 1:
         raise UserError(f"--eval_aug imagenet needs RGB images, but {a.dataset} is grayscale; use --eval_aug dsa")
 
@@ -127,8 +122,6 @@ def _outputs(script, a):
         if a.pretrain_dir and os.path.isfile(a.pretrain_dir):
             raise UserError(f"--pretrain_dir {a.pretrain_dir} is a file; pass the folder pretrain.py wrote")
     if script == "evaluate" and not a.summarize:
-        from records import check_results_file, runs_path
-
         check_output_file(a.results, "--results")
         check_output_file(runs_path(a.results), "--results (its finished-runs file)")
         check_results_file(a.results)

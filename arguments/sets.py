@@ -7,6 +7,7 @@ may not contradict what a set IS (its dataset, or how its storage decodes): that
 import glob
 import os
 
+from data.datasets import DATASETS
 from data.synthetic import read_description
 from utils import UserError
 
@@ -42,8 +43,6 @@ def _contradiction(path, key, given, described):
 
 def _check_types(path, settings, parser):
     """Each described value has the type (and choice) its flag takes, so a hand-edited file cannot crash later."""
-    from data.datasets import DATASETS
-
     actions = {a.dest: a for a in parser._actions}
     if settings.get("dataset") not in DATASETS:
         raise UserError(f"{path}'s description names dataset {settings.get('dataset')!r}, which is not one of ours; "

@@ -85,3 +85,24 @@ def test_print_config_prints_resolved_json(capsys):
 def test_eval_lr_is_the_evaluation_networks_learning_rate():
     assert parse("evaluate", ["--eval_lr", "0.05"]).lr == 0.05
     assert parse("evaluate", ["--lr", "0.02"]).lr == 0.02
+
+
+def test_print_config_shows_what_folder_detected_and_drops_flags_that_do_not_apply(tmp_path, capsys):
+    from tests.fixtures import write_folder
+
+    data_dir = write_folder(str(tmp_path / "data"), gray=True)
+    assert parse("condense", ["-d", "folder", "--data_dir", data_dir, "--size", "16", "--print_config"]) is None
+    config = json.loads(capsys.readouterr().out)
+    assert config["detected"] == {"nclass": 3, "channels": 1, "size": 16,
+                                  "class_names": ["class_0", "class_1", "class_2"]}
+    assert not {"nclass", "phase", "download", "resume", "lr_img_per_ipc", "decode_type"} & set(config)
+    assert config["size"] == 16 and config["data_dir"] == data_dir
+    parse("condense", ["-d", "digits", "--print_config"])
+    digits = json.loads(capsys.readouterr().out)
+    assert "data_dir" not in digits and "size" not in digits and "detected" not in digits
+
+
+def test_val_split_is_opt_in_and_chooses_the_selection():
+    assert parse("condense", []).val_split == 0 and parse("condense", []).select_by == "test"
+    assert parse("condense", ["--val_split", "0.1"]).select_by == "val"
+    assert parse("pretrain", ["--val_split", "0.1", "--seed", "2"]).pretrain_dir.endswith("_val0.1_s2")
