@@ -23,7 +23,7 @@ from data.augment import DiffAug, normalize
 from data.datasets import holdout, load_dataset
 from data.sampler import ClassSampler, require_per_class
 from data.synthetic import SyntheticSet
-from models import check_network, make_network, network_config, network_difference
+from models import check_network, make_network, network_config, network_difference, reinitialize_
 from records import summary
 from runs import Run, StopSignals, set_description
 from train import eval_recipe, evaluate_set
@@ -73,6 +73,8 @@ class ExpertBank:
             self.experts.append(trained)
             self.inits.append([init[name] for name, _ in trained.named_parameters()])
         self.encoder = self._frozen(network, device)
+        self._params = list(self.encoder.parameters())
+        self._buffers = list(self.encoder.buffers())
 
     @staticmethod
     def _frozen(network, device):
@@ -89,14 +91,24 @@ class ExpertBank:
 
     @torch.no_grad()
     def middle(self, k, lam):
-        """The middle encoder lam * init_k + (1 - lam) * trained_k, written in place."""
+        """The middle encoder lam * init_k + (1 - lam) * trained_k, written in place (fused over all tensors)."""
         trained = self.experts[k]
-        for p, p_trained, p_init in zip(self.encoder.parameters(), trained.parameters(), self.inits[k]):
-            p.copy_(p_trained).lerp_(p_init, lam)
+        copy_all(self._params, list(trained.parameters()))
+        torch._foreach_lerp_(self._params, self.inits[k], lam)
         # NOTE(reference): buffers follow the trained expert (the reference leaves random-init ones)
-        for b, b_trained in zip(self.encoder.buffers(), trained.buffers()):
-            b.copy_(b_trained)
+        copy_all(self._buffers, list(trained.buffers()))
         return self.encoder
+
+
+def copy_all(targets, sources):
+    """targets[i].copy_(sources[i]) for every i, as one fused call where torch has it."""
+    if not targets:
+        return
+    if hasattr(torch, "_foreach_copy_"):
+        torch._foreach_copy_(targets, sources)
+    else:
+        for target, source in zip(targets, sources):
+            target.copy_(source)
 
 
 def class_means(features, groups, nclass):
@@ -187,11 +199,13 @@ def load_data(args, device):
     return train, val, test.to(device), info
 
 
-def pick_encoder(bank, args, network, device):
+def pick_encoder(bank, args, dm_net, network):
     """This iteration's (middle encoder, trained expert): expert k and lam ~ U(lam_min, lam_max); plain DM without
-    experts (a fresh random network, no calibration)."""
+    experts: `dm_net` with fresh random weights drawn in place (no calibration)."""
     if bank is None:
-        return make_network(network, device).requires_grad_(False), None
+        if not reinitialize_(dm_net):  # spectral norm draws vectors only a new network draws
+            dm_net.load_state_dict(make_network(network, "cpu").state_dict())
+        return dm_net, None
     k = random.randrange(len(bank))
     lam = args.lam_min + (args.lam_max - args.lam_min) * torch.rand(()).item()
     return bank.middle(k, lam), bank.expert(k)
@@ -271,21 +285,28 @@ def main(args, on_iteration=None):
             synset.save(run.path("data_best.pt"), {**description, "selected_by": args.select_by})
             log(f"iteration {k}: new best {args.select_by} acc {best:.2f}, saved data_best.pt")
 
-    # The condensation loop (REFERENCE 6.2); SIGINT/SIGTERM stop it at the end of an iteration.
+    # The condensation loop (REFERENCE 6.2); SIGINT/SIGTERM stop it at the end of an iteration. The host reads
+    # the device only at log, evaluation and checkpoint steps (the finite check included).
+    with preserved_rng():  # plain DM redraws this network in place each iteration, as a new one would be drawn
+        dm_net = make_network(network, device).requires_grad_(False) if bank is None else None
     start = time.time()
     with StopSignals() as stop, tqdm(total=args.niter, initial=first, desc="condense", unit="it", disable=None,
                                      dynamic_ncols=True) as bar:
         log.echo = bar.write
         for k in range(first + 1, args.niter + 1):
-            encoder, expert = pick_encoder(bank, args, network, device)
+            encoder, expert = pick_encoder(bank, args, dm_net, network)
             with torch.no_grad():
                 synset.data.clamp_(0, 1)
             inner, inter = update(synset, sampler, encoder, expert, aug, optimizer, args)
-            run.check_finite(synset.data, inner + inter, k)
+            run.watch_finite(synset.data, inner + inter, k)
             if on_iteration is not None:
                 on_iteration(k, synset, bank)
             bar.update()
-            if k % LOG_EVERY == 0 or k == args.niter or k == first + 1:
+            log_step = k % LOG_EVERY == 0 or k == args.niter or k == first + 1
+            if log_step or stop.signum or (args.eval_every and k % args.eval_every == 0) or \
+                    (args.ckpt_every and k % args.ckpt_every == 0):
+                run.check_finite()
+            if log_step:
                 calib = args.iter_calib if expert is not None else 0
                 inner, inter = float(inner) / info.nclass, float(inter) / info.nclass / max(calib, 1)
                 per_it = (time.time() - start) / (k - first)
@@ -300,6 +321,7 @@ def main(args, on_iteration=None):
             if stop.signum:
                 run.stop(stop.signum, k)
     log.echo = print
+    run.check_finite()
     with torch.no_grad():
         synset.data.clamp_(0, 1)  # the final set as saved
     if not (args.eval_every and args.niter % args.eval_every == 0) or args.niter == 0:
@@ -311,5 +333,4 @@ def main(args, on_iteration=None):
 
 
 if __name__ == "__main__":
-    torch.backends.cudnn.benchmark = True
     run_cli(main, lambda: parse("condense"))

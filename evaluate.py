@@ -150,5 +150,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    torch.backends.cudnn.benchmark = True
     run_cli(main, lambda: parse("evaluate"))

@@ -73,6 +73,7 @@ class Run:
         self.state = load_state(self.folder, args) if args.resume else None
         atomic_write_json(vars(args), os.path.join(self.folder, "args.json"))
         self.saved = self.state["next_iter"] if self.state else None  # the iteration state.pt is after
+        self._first_bad = None  # device scalar: the first iteration with NaN/Inf, -1 while none
         if args.resume and self.state is None:
             self.log(f"no {STATE} in {self.folder} (stopped before its first checkpoint): restarting from "
                      f"iteration 1")
@@ -102,9 +103,22 @@ class Run:
                      "rng": rng_state(), "args": vars(self.args)}, self.path(STATE))
         self.saved = done
 
-    def check_finite(self, data, loss, iteration):
-        """Stop with a UserError when the synthetic data or a loss holds NaN or Inf (one device sync)."""
-        if bool(torch.isfinite(data.detach().sum() + loss)):
+    def watch_finite(self, data, loss, iteration):
+        """Note on the device the first iteration whose synthetic data or loss holds NaN or Inf (no host read)."""
+        bad = ~torch.isfinite(data.detach().sum() + loss)
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=data.device)
+        self._first_bad.masked_fill_(bad & (self._first_bad < 0), iteration)
+
+    def check_finite(self):
+        """At a step that reads the device anyway: stop with a UserError if a watched iteration went bad.
+
+        Called before every save, so no state.pt or data_*.pt ever holds NaN.
+        """
+        if self._first_bad is None:
+            return
+        iteration = int(self._first_bad)
+        if iteration < 0:
             return
         last = (f"its last good checkpoint, {self.path(STATE)} (after iteration {self.saved}), is intact"
                 if self.saved is not None else f"no checkpoint was written yet ({self.path('data_0.pt')} is "

@@ -12,26 +12,36 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.augment import DiffAug, ImageNetAug, cutmix, cutmix_loss, normalize
-from data.sampler import epoch_batches, gather
+from data.sampler import epoch_batches, gather, to_float
 from models import make_network
 from utils import UserError, rng_state, seed_everything, set_rng_state
 
 
-@torch.no_grad()
-def test_accuracy(model, split, mean, std, device, batch_size=None):
-    """Top-1 accuracy (%) of `model` on a split of uint8/float images, in eval mode."""
+def test_batches(split, device, batch_size=None):
+    """(float images, labels) of a split in order, batch by batch, on `device`."""
     if batch_size is None:  # CPU caches favour small batches (measured in bench/eval_speed.py)
         batch_size = 32 if torch.device(device).type == "cpu" else 1024
+    labels = split.labels.to(device)
+    for start in range(0, len(labels), batch_size):
+        stop = min(start + batch_size, len(labels))
+        if torch.is_tensor(split.images):  # a slice: no index tensor to build or copy
+            x = to_float(split.images[start:stop]).to(device, non_blocking=True)
+        else:
+            x = gather(split.images, torch.arange(start, stop), device)
+        yield x, labels[start:stop]
+
+
+@torch.no_grad()
+def test_accuracy(model, split, mean, std, device, batch_size=None, precision="fp32"):
+    """Top-1 accuracy (%) of `model` on a split of uint8/float images, in eval mode."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
-    labels = split.labels.to(device)
-    for start in range(0, len(labels), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(labels)))
-        x = normalize(gather(split.images, index, device), mean, std)
-        correct += (model(x).argmax(1) == labels[start:start + len(index)]).sum()
+    for x, y in test_batches(split, device, batch_size):
+        with autocast(device, precision):
+            correct += (model(normalize(x, mean, std)).argmax(1) == y).sum()
     model.train(was_training)
-    return 100.0 * correct.item() / max(len(labels), 1)
+    return 100.0 * correct.item() / max(len(split.labels), 1)
 
 
 def milestones(epochs):
@@ -43,10 +53,10 @@ class Recipe:
     """Optimiser and augmentation settings shared by expert training and evaluation."""
 
     def __init__(self, epochs, lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64,
-                 dsa_strategy="", mix_p=0.5, beta=1.0, eval_interval=0, eval_aug="dsa"):
+                 dsa_strategy="", mix_p=0.5, beta=1.0, eval_interval=0, eval_aug="dsa", precision="fp32"):
         self.epochs, self.lr, self.momentum, self.weight_decay = epochs, lr, momentum, weight_decay
         self.batch_size, self.mix_p, self.beta, self.eval_interval = batch_size, mix_p, beta, eval_interval
-        self.eval_aug = eval_aug
+        self.eval_aug, self.precision = eval_aug, precision
         # 'imagenet': the reference's torchvision pipeline on [0, 1] pixels, before normalisation, no DSA
         self.dsa_strategy = dsa_strategy if eval_aug == "dsa" else ""
         self.dsa = DiffAug(self.dsa_strategy, batch=False)
@@ -55,6 +65,15 @@ class Recipe:
     def as_dict(self):
         """The settings, for logs and result records."""
         return {k: v for k, v in vars(self).items() if k not in ("dsa", "pixel_aug")}
+
+    def autocast(self, device):
+        """The forward passes' precision: fp32, or bf16 autocast (weights and optimiser stay fp32)."""
+        return autocast(device, self.precision)
+
+
+def autocast(device, precision):
+    """torch.autocast to bfloat16 for `precision` 'bf16' on `device`, else a no-op context."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def eval_recipe(args, epochs):
@@ -69,7 +88,8 @@ def train_epoch(model, optimizer, images, labels, mean, std, recipe, device):
     """One shuffled pass: normalise, per-sample DSA, CutMix with probability mix_p, SGD step."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for index in epoch_batches(len(labels), recipe.batch_size):
+    index_device = images.device if torch.is_tensor(images) else torch.device("cpu")
+    for index in epoch_batches(len(labels), recipe.batch_size, index_device):
         x = gather(images, index, device)
         y = labels[index.to(labels.device)]
         with torch.no_grad():
@@ -78,11 +98,13 @@ def train_epoch(model, optimizer, images, labels, mean, std, recipe, device):
             x = recipe.dsa(normalize(x, mean, std))
         if recipe.mix_p > 0 and torch.rand(()).item() < recipe.mix_p:
             x, y_b, ratio = cutmix(x, y, recipe.beta)
-            logits = model(x)
-            loss = cutmix_loss(logits, y, y_b, ratio)
+            with recipe.autocast(device):
+                logits = model(x)
+                loss = cutmix_loss(logits, y, y_b, ratio)
         else:
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with recipe.autocast(device):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -116,7 +138,7 @@ def fit(model, images, labels, test, mean, std, recipe, device, log=None, progre
         loss, train_acc = train_epoch(model, optimizer, images, labels, mean, std, recipe, device)
         scheduler.step()
         if epoch == recipe.epochs or (recipe.eval_interval and epoch % recipe.eval_interval == 0):
-            acc = test_accuracy(model, test, mean, std, device)
+            acc = test_accuracy(model, test, mean, std, device, precision=recipe.precision)
             history.append((epoch, acc))
             if log:
                 log(f"epoch {epoch}/{recipe.epochs}: train loss {loss:.3f} acc {train_acc:.1f}, test acc {acc:.2f}")
@@ -168,7 +190,7 @@ def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, se
                     f"lower --lr")
             final, best = result["final"], result["best"]
             if val is not None:
-                vals.append(test_accuracy(model, val, info.mean, info.std, device))
+                vals.append(test_accuracy(model, val, info.mean, info.std, device, precision=recipe.precision))
             if on_run is not None:
                 on_run(run, final, best)
             log(f"run {run + 1}/{runs}: final acc {final:.2f}  (best over test checks {best:.2f})")

@@ -3,10 +3,12 @@
 Spec: REFERENCE.md section 4 (DSA, as in DANCE's misc/augment.py) and section 8.2 (CutMix).
 Every op below is a pure function of x and one parameter per sample; `DiffAug` draws the parameters.
 x is N x C x H x W; "x" indices run along H (dim 2) and "y" indices along W (dim 3), as in the reference.
-All randomness comes from torch, so `torch.manual_seed` makes every call reproducible.
+Per-sample randomness comes from torch, the one host-side choice (which DSA op) from Python's `random`;
+`utils.seed_everything` seeds both, so every call is reproducible.
 """
 import functools
 import math
+import random
 
 import torch
 import torch.nn.functional as F
@@ -180,8 +182,9 @@ class DiffAug:
             x = contrast(x, uniform())
         if self.ops:
             # One op per call, shared by the whole batch (the reference's single_aug=True).
-            # NOTE(reference): chosen with torch's CPU generator instead of np.random.randint.
-            name = self.ops[int(torch.randint(len(self.ops), (1,)))]
+            # NOTE(reference): chosen with Python's generator (seeded with the run) instead of np.random.randint:
+            # the host needs the choice, and drawing it on the host reads nothing back from the device.
+            name = self.ops[random.randrange(len(self.ops))]
             if name in ("crop", "translate"):
                 sx, sy = int(h * CROP_PAD_RATIO + 0.5), int(w * CROP_PAD_RATIO + 0.5)
                 ty = integers(-sy, sy + 1)
@@ -441,3 +444,67 @@ class ImageNetAug:
         x = color_jitter(x, order, alpha)
         x = lighting(x, torch.randn(n, 3, device=dev) * self.alphastd)
         return x.contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# CutMix for N networks trained at once (train_many.py). Network i mixes its own batch x[i] with its own
+# decision, lambda, partner permutation and box, each drawn exactly as `cutmix` draws them; the pastes are
+# one masked select on the device, built from the per-network box coordinates.
+# ----------------------------------------------------------------------------------------------
+
+def cutmix_draws(mix, batch, h, w, beta=1.0):
+    """Host-side CutMix draws of N networks; returns CPU tensors (perm (N, B), boxes (N, 4), ratio (N,) float64).
+
+    `mix` holds N booleans. Network i with mix[i] draws lambda, a permutation of its `batch` images and the box
+    centre in `cutmix`'s order from torch's CPU generator (so one network draws exactly what `cutmix` would);
+    the others draw nothing and keep their batch: identity permutation, empty box, ratio 1. A box row is
+    rand_bbox's (x1, y1, x2, y2): rows x1:x2 (dim H) and columns y1:y2 (dim W); ratio is the kept area fraction.
+    """
+    n = len(mix)
+    perm = torch.arange(batch).repeat(n, 1)
+    boxes = torch.zeros(n, 4, dtype=torch.long)
+    ratio = torch.ones(n, dtype=torch.float64)
+    for i in range(n):
+        if mix[i]:
+            lam = float(torch.distributions.Beta(torch.tensor(float(beta)), torch.tensor(float(beta))).sample())
+            perm[i] = torch.randperm(batch)
+            cx, cy = int(torch.randint(h, (1,))), int(torch.randint(w, (1,)))
+            x1, y1, x2, y2 = rand_bbox(h, w, lam, cx, cy)
+            boxes[i] = torch.tensor([x1, y1, x2, y2])
+            ratio[i] = 1.0 - (x2 - x1) * (y2 - y1) / (h * w)  # in double, as `cutmix` computes it
+    return perm, boxes, ratio
+
+
+def box_masks(boxes, h, w):
+    """Boolean (N, H, W) masks, True inside each row's box (x1, y1, x2, y2): rows x1:x2, columns y1:y2."""
+    rows = torch.arange(h, device=boxes.device).view(1, h)
+    cols = torch.arange(w, device=boxes.device).view(1, w)
+    inside_rows = (rows >= boxes[:, 0:1]) & (rows < boxes[:, 2:3])
+    inside_cols = (cols >= boxes[:, 1:2]) & (cols < boxes[:, 3:4])
+    return inside_rows.unsqueeze(2) & inside_cols.unsqueeze(1)
+
+
+def cutmix_many(x, y, perm, boxes):
+    """Per-network CutMix of x (N, B, C, H, W) and labels y (N, B); returns (x_mixed, y_b), x untouched.
+
+    perm (N, B) and boxes (N, 4) (long, on x's device) come from `cutmix_draws`: inside network i's box,
+    image j shows x[i, perm[i, j]], as `cutmix` pastes it; y_b[i] = y[i, perm[i]].
+    """
+    n, _, _, h, w = x.shape
+    partner = x[torch.arange(n, device=x.device).view(n, 1), perm]
+    mask = box_masks(boxes, h, w).view(n, 1, 1, h, w)
+    return torch.where(mask, partner, x), y.gather(1, perm)
+
+
+def cross_entropy_many(logits, y):
+    """Each network's mean cross-entropy: logits (N, B, K), y (N, B) -> (N,)."""
+    n, b, k = logits.shape
+    return F.cross_entropy(logits.reshape(n * b, k), y.reshape(n * b), reduction="none").view(n, b).mean(1)
+
+
+def cutmix_loss_many(logits, y, y_b, ratio, rest):
+    """Each network's `cutmix_loss`: ratio * CE(logits, y) + rest * CE(logits, y_b), ratio and rest (N,).
+
+    rest = 1 - ratio is passed in, computed in double on the host as `cutmix_loss` computes it.
+    """
+    return ratio * cross_entropy_many(logits, y) + rest * cross_entropy_many(logits, y_b)

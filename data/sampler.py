@@ -20,27 +20,30 @@ class ClassSampler:
     """Endless per-class streams of real images (REFERENCE 2.3, ClassBatchSampler).
 
     Each class is drawn without replacement within a pass over its images; the incomplete tail of a
-    pass is dropped. In-memory images move to `device` once; file-backed ones (ImageNet) are read
-    batch by batch.
+    pass is dropped. In-memory images move to `device` once, and their indices and permutations live
+    there too, so a batch never waits on a host-to-device copy; file-backed ones (ImageNet) are read
+    batch by batch with host-side indices.
     """
 
     def __init__(self, split, nclass, batch_size, device):
         self.images = split.images.to(device) if torch.is_tensor(split.images) else split.images
-        self.labels = split.labels.cpu()
+        self.index_device = self.images.device if torch.is_tensor(self.images) else torch.device("cpu")
+        labels = split.labels.cpu()
         self.nclass, self.batch_size, self.device = nclass, batch_size, device
-        self.class_indices = [torch.nonzero(self.labels == c).flatten() for c in range(nclass)]
+        self.class_indices = [torch.nonzero(labels == c).flatten().to(self.index_device) for c in range(nclass)]
         empty = [c for c, idx in enumerate(self.class_indices) if len(idx) == 0]
         if empty:
             raise UserError(f"class {empty[0]} has no training images; check the dataset's files")
+        self.sizes = [min(len(idx), batch_size) for idx in self.class_indices]
+        self.groups = torch.arange(nclass, device=device).repeat_interleave(torch.tensor(self.sizes, device=device))
         self._perm = [None] * nclass
         self._pos = [0] * nclass
 
     def _next_indices(self, c):
-        """Dataset positions of class c's next batch."""
-        idx = self.class_indices[c]
-        size = min(len(idx), self.batch_size)
+        """Dataset positions of class c's next batch (positions are tracked on the host: no device read)."""
+        idx, size = self.class_indices[c], self.sizes[c]
         if self._perm[c] is None or self._pos[c] + size > len(idx):
-            self._perm[c], self._pos[c] = torch.randperm(len(idx)), 0
+            self._perm[c], self._pos[c] = torch.randperm(len(idx), device=self.index_device), 0
         start = self._pos[c]
         self._pos[c] += size
         return idx[self._perm[c][start:start + size]]
@@ -51,29 +54,28 @@ class ClassSampler:
 
     def sample_all(self):
         """One batch per class, concatenated class by class, with the class id of every image."""
-        index = [self._next_indices(c) for c in range(self.nclass)]
-        groups = torch.cat([torch.full((len(i),), c) for c, i in enumerate(index)])
-        return gather(self.images, torch.cat(index), self.device), groups.to(self.device)
+        index = torch.cat([self._next_indices(c) for c in range(self.nclass)])
+        return gather(self.images, index, self.device), self.groups
 
     def first(self, c, n):
         """The first n images of class c in dataset order, cycling when the class has fewer."""
         idx = self.class_indices[c]
-        return gather(self.images, idx[torch.arange(n) % len(idx)], self.device)
+        return gather(self.images, idx[torch.arange(n, device=self.index_device) % len(idx)], self.device)
 
     def state_dict(self):
         """Stream positions, so a resumed run draws the same batches."""
-        return {"perm": self._perm, "pos": self._pos}
+        return {"perm": [None if p is None else p.cpu() for p in self._perm], "pos": self._pos}
 
     def load_state_dict(self, state):
-        self._perm, self._pos = list(state["perm"]), list(state["pos"])
+        self._perm = [None if p is None else p.to(self.index_device) for p in state["perm"]]
+        self._pos = list(state["pos"])
 
 
 def epoch_batches(n, batch_size, device=None):
-    """Index batches of one random pass over n items (last batch partial)."""
-    perm = torch.randperm(n)
+    """Index batches of one random pass over n items (last batch partial), drawn on `device` (default: CPU)."""
+    perm = torch.randperm(n, device=device)
     for start in range(0, n, batch_size):
-        idx = perm[start:start + batch_size]
-        yield idx if device is None else idx.to(device)
+        yield perm[start:start + batch_size]
 
 
 def require_per_class(labels, nclass, needed, class_names, what, fix):

@@ -128,7 +128,7 @@ class SyntheticSet:
             out = torch.stack([decode(s, self.factor, self.decode_type, bound) for s in storage])
         m = out.shape[1]
         if 0 < max_size < m:
-            keep = torch.rand(k, m).argsort(dim=1)[:, :max_size].to(out.device)
+            keep = torch.rand(k, m, device=out.device).argsort(dim=1)[:, :max_size]
             out = out[torch.arange(k, device=out.device)[:, None], keep]
         return out
 

@@ -55,6 +55,23 @@ def make_network(network, device):
     return MODELS[network["net_type"]](**network["config"]).to(device)
 
 
+def reinitialize_(model):
+    """Draw fresh initial weights into `model` in place (no new module, nothing copied to the device).
+
+    The draws are those a newly built model would take from the same random state; False for models
+    whose construction draws more than their layers' resets (spectral norm's vectors): build those anew.
+    """
+    if any(hasattr(m, "weight_orig") for m in model.modules()):
+        return False
+    if hasattr(model, "reset_parameters"):
+        model.reset_parameters()
+    else:
+        for m in model.modules():
+            if m is not model and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    return True
+
+
 def check_network(network):
     """Build the network on the meta device (no memory, no random draws): bad width/depth/size raise UserError."""
     with torch.device("meta"):

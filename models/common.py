@@ -132,6 +132,16 @@ class ResNetBase(nn.Module):
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.feature_dim = inplanes
         self.fc = nn.Linear(inplanes, nclass)
+        self._init_weights()
+
+    def reset_parameters(self):
+        """Fresh initial weights in place, drawn in construction order (the draws a new model takes)."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        self._init_weights()
+
+    def _init_weights(self):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 # N(0, sqrt(2 / (k*k*out))); a spectral-normed conv keeps its parameter in weight_orig.

@@ -51,6 +51,15 @@ class ConvNet(nn.Module):
         self.feature_dim = net_width * s * s
         self.classifier = nn.Linear(self.feature_dim, nclass)
 
+    def reset_parameters(self):
+        """Fresh initial weights in place, drawn in construction order (the draws a new model takes)."""
+        layers = self.layers
+        for d in range(len(layers["conv"])):
+            layers["conv"][d].reset_parameters()
+            if len(layers["norm"]):
+                layers["norm"][d].reset_parameters()
+        self.classifier.reset_parameters()
+
     def forward(self, x, return_features=False):
         """Logits (B, nclass), or (logits, flattened last-block output (B, feature_dim))."""
         layers = self.layers

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import MODELS, build_model, model_config, model_names
+from models import MODELS, build_model, model_config, model_names, reinitialize_
 from utils import UserError
 
 # (channels, size) of every dataset: mnist/fashion, cifar/svhn, tinyimagenet, imagenet subsets,
@@ -137,3 +137,25 @@ def test_model_config_rebuilds():
     config = model_config("resnet_ap", 10, 3, 64, depth=18, width=0.5)
     a, b = MODELS["resnet_ap"](**config), build_model("resnet_ap", 10, 3, 64, depth=18, width=0.5)
     assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+
+
+@pytest.mark.parametrize("net_type, kw", [("convnet", dict(depth=3, width=0.125)),
+                                          ("convnet", dict(depth=2, width=0.125, norm_type="batch")),
+                                          ("resnet_ap", dict(depth=10, width=0.25)),
+                                          ("resnet", dict(depth=18, width=0.25, norm_type="batch")), ("densenet", {})])
+def test_reinitialize_draws_what_a_new_model_draws(net_type, kw):
+    """Plain DM redraws one network in place: from the same random state, the weights of a new model."""
+    torch.manual_seed(5)
+    fresh = build_model(net_type, NCLASS, 3, 32, **kw).state_dict()
+    torch.manual_seed(9)
+    reused = build_model(net_type, NCLASS, 3, 32, **kw)
+    torch.manual_seed(5)
+    assert reinitialize_(reused)
+    assert all(torch.equal(fresh[k], v) for k, v in reused.state_dict().items())
+
+
+def test_reinitialize_declines_spectral_norm():
+    model = build_model("resnet_ap", NCLASS, 3, 32, depth=10, width=0.25, norm_type="sn")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not reinitialize_(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
