@@ -26,7 +26,8 @@ from data.synthetic import SyntheticSet
 from models import check_network, make_network, network_config, network_difference, reinitialize_
 from records import summary
 from runs import Run, StopSignals, set_description
-from train import eval_recipe, evaluate_set
+from evaluation import eval_recipe, evaluate_set
+from train import autocast
 from utils import (UserError, check_state_dict, expert_path, git_revision, preserved_rng, read_json, run_cli,
                    safe_load, save_grid, seed_everything, select_device)
 
@@ -135,9 +136,16 @@ def calibration_loss(logits, labels):
     return (sums / counts.clamp(min=1)).sum()
 
 
-def features(net, x):
-    """Penultimate features of `net` (the vector feeding its classifier)."""
-    return net(x, return_features=True)[1]
+def features(net, x, precision="fp32"):
+    """Penultimate features of `net` (the vector feeding its classifier), in fp32 for the loss."""
+    with autocast(x.device, precision):
+        return net(x, return_features=True)[1].float()
+
+
+def logits(net, x, precision="fp32"):
+    """The classifier's output of `net`, in fp32 for the loss."""
+    with autocast(x.device, precision):
+        return net(x).float()
 
 
 def step(optimizer, loss):
@@ -150,35 +158,36 @@ def step(optimizer, loss):
 
 def per_class_update(synset, sampler, encoder, expert, aug, optimizer, args):
     """Reference schedule: one step per class per view, one shared momentum buffer (REFERENCE 6.2)."""
-    inner, inter = 0.0, 0.0
+    inner, inter, precision = 0.0, 0.0, getattr(args, "precision", "fp32")
     for c in range(synset.nclass):
         real, syn = sampler.sample(c), synset.sample(c, args.batch_syn_max)
         z = aug(torch.cat([real, syn]))  # one siamese draw shared by real and synthetic
         with torch.no_grad():
-            feat_real = features(encoder, z[:len(real)])
-        inner += step(optimizer, inner_class_loss(feat_real, features(encoder, z[len(real):])))
+            feat_real = features(encoder, z[:len(real)], precision)
+        inner += step(optimizer, inner_class_loss(feat_real, features(encoder, z[len(real):], precision)))
     for _ in range(args.iter_calib if expert is not None else 0):
         for c in range(synset.nclass):
             syn = synset.sample(c, args.batch_syn_max)
             labels = torch.full((len(syn),), c, device=syn.device)
-            inter += step(optimizer, calibration_loss(expert(aug(syn)), labels))
+            inter += step(optimizer, calibration_loss(logits(expert, aug(syn), precision), labels))
     return inner, inter
 
 
 def joint_update(synset, sampler, encoder, expert, aug, optimizer, args):
     """One step per view over all classes; loss = sum of per-class losses, DSA drawn per class."""
+    precision = getattr(args, "precision", "fp32")
     real, groups_real = sampler.sample_all()
     syn = synset.decoded_per_class(args.batch_syn_max)
     nclass, m = syn.shape[:2]
     groups_syn = torch.arange(nclass, device=syn.device).repeat_interleave(m)
     z = aug(torch.cat([real, syn.flatten(0, 1)]), groups=torch.cat([groups_real, groups_syn]))
     with torch.no_grad():
-        feat_real = features(encoder, z[:len(real)])
-    loss = inner_class_loss(feat_real, features(encoder, z[len(real):]), groups_real, groups_syn, nclass)
+        feat_real = features(encoder, z[:len(real)], precision)
+    loss = inner_class_loss(feat_real, features(encoder, z[len(real):], precision), groups_real, groups_syn, nclass)
     inner, inter = step(optimizer, loss), 0.0
     for _ in range(args.iter_calib if expert is not None else 0):
         syn = synset.decoded_per_class(args.batch_syn_max).flatten(0, 1)
-        inter += step(optimizer, calibration_loss(expert(aug(syn, groups=groups_syn)), groups_syn))
+        inter += step(optimizer, calibration_loss(logits(expert, aug(syn, groups=groups_syn), precision), groups_syn))
     return inner, inter
 
 
@@ -272,7 +281,7 @@ def main(args, on_iteration=None):
         images, labels = synset.decoded()
         with preserved_rng():  # evaluation never changes the condensation's random streams
             result = evaluate_set(images, labels, test, info, network, recipe, device, args.eval_runs,
-                                  seed=args.seed + k, log=lambda m: None, val=val)
+                                  seed=args.seed + k, log=lambda m: None, val=val, parallel=args.parallel)
         if result["diverged"]:
             log(f"iteration {k}: warning: evaluation run(s) {result['diverged']} diverged (NaN or Inf loss); their "
                 f"accuracy is chance: lower --lr")

@@ -26,7 +26,7 @@ from data.sampler import require_per_class
 from data.synthetic import SyntheticSet, load_set, read_description
 from models import MODELS, check_network, make_network, network_config
 from records import evaluation_key, finished_runs, record_evaluation, record_run, summarize, summary, summary_table
-from train import eval_recipe, evaluate_set
+from evaluation import eval_recipe, evaluate_set
 from utils import (UserError, check_state_dict, expert_path, git_revision, run_cli, safe_load, seed_everything,
                    select_device)
 
@@ -135,6 +135,7 @@ def main(args):
         key = evaluation_key(description)
         result = evaluate_set(s.images, s.labels, test, info, network, recipe, device, runs=args.runs,
                               seed=args.seed, done=finished_runs(args.results, key), progress=True, strict=True,
+                              parallel=args.parallel,
                               on_run=lambda run, final, best: record_run(args.results, key, run, final, best))
         print(summary(result))
         entry = {"set": s.name, "key": key, "dataset": dataset_tag(own), "ipc": s.ipc, "factor": own.factor,

@@ -2,9 +2,11 @@
 
 For each expert i: save its initial weights (premodel{i}_init.pth.tar), train it on the real
 training set, save the trained weights (premodel{i}_trained.pth.tar), and record it in
-manifest.json (model, dataset, seed, epochs, test accuracy). Finished experts are skipped (after
-checking that their checkpoints load); the expert in progress saves its full training state after
-every epoch (premodel{i}_progress.pt), so a killed run, started again, continues it bit for bit.
+manifest.json (model, dataset, seed, epochs, test accuracy). Experts train --parallel at a time as one
+vectorised model (default: all; 1: one after another). Finished experts are skipped (after checking
+that their checkpoints load); the experts in progress save their full training state after every epoch
+(premodel{i}_progress.pt, or premodels{i}-{j}-..._progress.pt for a group), so a killed run, started
+again with the same --parallel, continues them bit for bit.
 
     python pretrain.py -d cifar10 --reproduce
 """
@@ -18,6 +20,7 @@ from arguments import dataset_tag, parse
 from data.datasets import holdout, load_dataset
 from models import check_network, make_network, network_config, network_difference
 from train import Recipe, fit
+from train_many import build_networks, can_vectorise, fit_many, groups_of
 from utils import (Logger, UserError, atomic_save, atomic_write_json, check_state_dict, expert_path,
                    git_revision, make_dir, read_json, remove_stale_temps, run_cli, safe_load, seed_everything,
                    select_device)
@@ -30,7 +33,8 @@ def expert_recipe(args):
     ops = [op for op in args.aug_type.split("_") if not (op == "cutout" and args.mixup == "cut")]
     return Recipe(epochs=args.pretrain_epochs, lr=args.lr, momentum=args.momentum,
                   weight_decay=args.weight_decay, batch_size=args.batch_real, dsa_strategy="_".join(ops),
-                  mix_p=args.mix_p if args.mixup == "cut" else 0.0, beta=args.beta, eval_interval=0)
+                  mix_p=args.mix_p if args.mixup == "cut" else 0.0, beta=args.beta, eval_interval=0,
+                  precision=args.precision)
 
 
 def holdout_split(args):
@@ -73,59 +77,79 @@ def is_finished(folder, index, manifest, model):
     return True
 
 
-def progress_path(folder, index):
-    """The epoch-by-epoch training state of an unfinished expert."""
-    return os.path.join(folder, f"premodel{index}_progress.pt")
+def progress_path(folder, group):
+    """The epoch-by-epoch training state of unfinished experts trained together (one: today's file name)."""
+    name = f"premodel{group[0]}" if len(group) == 1 else "premodels" + "-".join(map(str, group))
+    return os.path.join(folder, f"{name}_progress.pt")
 
 
-PROGRESS_KEYS = {"epoch", "model", "optimizer", "scheduler", "history", "rng", "origin", "seconds"}
+PROGRESS_KEYS = {"epoch", "optimizer", "scheduler", "history", "rng", "origin", "seconds"}
 
 
-def load_progress(path, origin, model):
-    """The saved training state at `path` if it is complete and belongs to this expert and settings, else None."""
+def load_progress(path, origin, models):
+    """The saved training state at `path` if it is complete and belongs to these experts and settings, else None."""
     try:
         state = safe_load(path, "expert progress")
         if not (isinstance(state, dict) and PROGRESS_KEYS <= state.keys() and state["origin"] == origin):
             return None
-        check_state_dict(model, state["model"], path)
+        if len(models) == 1:
+            check_state_dict(models[0], state["model"], path)
+        elif {k: tuple(v.shape[1:]) for k, v in state["stacked"].items()} != \
+                {k: tuple(v.shape) for k, v in models[0].state_dict().items()}:
+            return None
         return state
-    except UserError:
+    except (UserError, KeyError, AttributeError):
         return None
 
 
-def train_expert(index, args, network, train, test, info, device, log):
-    """Train one expert, continuing from its last saved epoch if any; save init and trained weights."""
-    seed_everything(args.seed * 1000 + index)  # per expert, so any one can be retrained alone
-    model = make_network(network, device)
-    # the init is a function of the seed, so rewriting it on resume also repairs a damaged copy
-    atomic_save(model.state_dict(), expert_path(args.pretrain_dir, index, "init"))
+def train_experts(group, args, network, train, test, info, device, log):
+    """Train the experts `group` at once (one: alone), continuing from their last saved epoch if any; save init
+    and trained weights. Expert i is initialised under seed * 1000 + i, so any one can be retrained alone."""
+    models = build_networks(network, device, group, args.seed)
+    for index, model in zip(group, models):
+        # the init is a function of the seed, so rewriting it on resume also repairs a damaged copy
+        atomic_save(model.state_dict(), expert_path(args.pretrain_dir, index, "init"))
     recipe = expert_recipe(args)
-    path, origin = progress_path(args.pretrain_dir, index), {"seed": args.seed * 1000 + index,
-                                                              "network": network, "recipe": recipe.as_dict()}
-    resumed = load_progress(path, origin, model) if os.path.isfile(path) else None
+    seeds = [args.seed * 1000 + i for i in group]
+    origin = {"seed": seeds[0] if len(group) == 1 else seeds, "network": network, "recipe": recipe.as_dict()}
+    path = progress_path(args.pretrain_dir, group)
+    names = f"expert {group[0]}" if len(group) == 1 else f"experts {', '.join(map(str, group))}"
+    resumed = load_progress(path, origin, models) if os.path.isfile(path) else None
     done, earlier = (resumed["epoch"], resumed["seconds"]) if resumed else (0, 0.0)
     if resumed:
-        log(f"expert {index}: resuming after epoch {done} from {path}")
+        log(f"{names}: resuming after epoch {done} from {path}")
     elif os.path.isfile(path):
-        log(f"expert {index}: {path} is unreadable or from other settings; training from epoch 0")
+        log(f"{names}: {path} is unreadable or from other settings; training from epoch 0")
     start = time.time()
-    with tqdm(total=recipe.epochs, initial=done, desc=f"expert {index}", leave=False) as bar:
-        def progress(epoch, loss, acc):
+    with tqdm(total=recipe.epochs, initial=done, desc=names, leave=False) as bar:
+        def progress(epoch, losses, accs):
+            losses = losses if isinstance(losses, list) else [losses]
             bar.update()
-            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}")
-            if not math.isfinite(loss):  # never save a diverged expert (DANCE would read NaN weights)
-                raise UserError(f"expert {index}: the training loss became {loss} at epoch {epoch} (lr {recipe.lr}, "
-                                f"weight decay {recipe.weight_decay}); lower --lr or --weight_decay and run again")
+            bar.set_postfix(loss=" ".join(f"{x:.3f}" for x in losses))
+            for index, loss in zip(group, losses):
+                if not math.isfinite(loss):  # never save a diverged expert (DANCE would read NaN weights)
+                    raise UserError(f"expert {index}: the training loss became {loss} at epoch {epoch} (lr "
+                                    f"{recipe.lr}, weight decay {recipe.weight_decay}); lower --lr or --weight_decay "
+                                    f"and run again")
 
         def save_progress(state):
             atomic_save({**state, "origin": origin, "seconds": earlier + time.time() - start}, path)
 
-        result = fit(model, train.images, train.labels, test, info.mean, info.std, recipe, device,
-                     progress=progress, start=resumed, on_epoch=save_progress)
-    atomic_save(model.state_dict(), expert_path(args.pretrain_dir, index, "trained"))
+        if len(group) == 1:
+            results = [fit(models[0], train.images, train.labels, test, info.mean, info.std, recipe, device,
+                           progress=progress, start=resumed, on_epoch=save_progress)]
+        else:
+            results = fit_many(models, train.images, train.labels, test, info.mean, info.std, recipe, device,
+                               progress=progress, start=resumed, on_epoch=save_progress)
     seconds = earlier + time.time() - start
-    log(f"expert {index}: test acc {result['final']:.2f} after {recipe.epochs} epochs ({seconds:.0f} s)")
-    return {"test_acc": result["final"], "seconds": round(seconds, 1)}
+    records = {}
+    for index, model, result in zip(group, models, results):
+        atomic_save(model.state_dict(), expert_path(args.pretrain_dir, index, "trained"))
+        log(f"expert {index}: test acc {result['final']:.2f} after {recipe.epochs} epochs ({seconds:.0f} s"
+            f"{'' if len(group) == 1 else f' for {len(group)} together'})")
+        records[str(index)] = {"test_acc": result["final"], "seconds": round(seconds / len(group), 1),
+                               "trained_with": group}
+    return records
 
 
 def discard(path):
@@ -154,15 +178,19 @@ def main(args):
     log = Logger(args.pretrain_dir)
     log(f"pretrain {dataset_tag(args)} on {device}, git {git_revision()}: {vars(args)}")
     atomic_write_json(vars(args), os.path.join(args.pretrain_dir, "args.json"))
+    todo = []
     for index in range(args.pretrain_amount):
         if is_finished(args.pretrain_dir, index, manifest, probe):
             log(f"expert {index}: already trained, skipped")
+            discard(progress_path(args.pretrain_dir, [index]))
         else:
             if str(index) in manifest["experts"]:
                 log(f"expert {index}: a checkpoint is missing, truncated or mismatched; training it again")
-            manifest["experts"][str(index)] = train_expert(index, args, network, train, test, info, device, log)
-            atomic_write_json(manifest, os.path.join(args.pretrain_dir, MANIFEST))
-        discard(progress_path(args.pretrain_dir, index))  # only once the manifest records the expert
+            todo.append(index)
+    for group in groups_of(todo, args.parallel, can_vectorise(probe)):
+        manifest["experts"].update(train_experts(group, args, network, train, test, info, device, log))
+        atomic_write_json(manifest, os.path.join(args.pretrain_dir, MANIFEST))
+        discard(progress_path(args.pretrain_dir, group))  # only once the manifest records the experts
     accs = [manifest["experts"][str(i)]["test_acc"] for i in range(args.pretrain_amount)]
     log(f"{len(accs)} experts in {args.pretrain_dir}: mean test acc {sum(accs) / len(accs):.2f}")
 

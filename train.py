@@ -1,20 +1,15 @@
-"""The one training recipe (SGD, multistep, DSA, CutMix), the test pass, and the evaluation of a set.
+"""The one training recipe (SGD, multistep, DSA, CutMix) and the test pass, one network at a time.
 
-Used by pretrain.py on real data and by evaluate.py (and DANCE.py's periodic evaluation) on
-condensed data (REFERENCE 7, 8). Data stays on the device: batches are index gathers, not DataLoader workers.
+Used by pretrain.py on real data and by evaluation.py on condensed data (REFERENCE 7, 8); train_many.py
+trains several networks at once with the same recipe. Data stays on the device: batches are index
+gathers, not DataLoader workers.
 """
-import math
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from data.augment import DiffAug, ImageNetAug, cutmix, cutmix_loss, normalize
 from data.sampler import epoch_batches, gather, to_float
-from models import make_network
-from utils import UserError, rng_state, seed_everything, set_rng_state
+from utils import rng_state, set_rng_state
 
 
 def test_batches(split, device, batch_size=None):
@@ -74,14 +69,6 @@ class Recipe:
 def autocast(device, precision):
     """torch.autocast to bfloat16 for `precision` 'bf16' on `device`, else a no-op context."""
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def eval_recipe(args, epochs):
-    """The paper's evaluation protocol: SGD, x0.2 at 2/3 and 5/6, per-sample DSA (or ImageNet's), CutMix."""
-    return Recipe(epochs=epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                  batch_size=args.batch_size, dsa_strategy=args.dsa_strategy,
-                  mix_p=args.mix_p if args.mixup == "cut" else 0.0, beta=args.beta,
-                  eval_interval=args.eval_interval, eval_aug=args.eval_aug)
 
 
 def train_epoch(model, optimizer, images, labels, mean, std, recipe, device):
@@ -148,56 +135,3 @@ def fit(model, images, labels, test, mean, std, recipe, device, log=None, progre
             on_epoch({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "history": history, "rng": rng_state()})
     return {"final": history[-1][1], "best": max(a for _, a in history), "history": history}
-
-
-def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, seed=0, log=print, val=None,
-                 done=None, on_run=None, progress=False, strict=False):
-    """Train `runs` fresh networks on (images, labels); return per-run final/best test accuracies.
-
-    With a `val` split, each run's final accuracy on it is returned too (for model selection).
-    `done` maps run index -> (final, best) already known; `on_run` is called after each new run;
-    `progress` shows a bar of each run's epochs. A run whose training loss turns NaN or Inf stops the
-    evaluation with a UserError when `strict`, else it is logged as diverged (its accuracy is chance).
-    """
-    if torch.is_tensor(images):
-        images = images.to(device)
-    labels = labels.to(device)
-    finals, bests, vals, failed = [], [], [], []
-    start = time.time()
-    for run in range(runs):
-        if done and run in done:
-            final, best = done[run]
-            log(f"run {run + 1}/{runs}: final acc {final:.2f}  (recorded by an earlier call)")
-        else:
-            seed_everything(seed * 1000 + run)  # each run reproducible on its own
-            model = make_network(network, device)
-            diverged = []
-            with tqdm(total=recipe.epochs, desc=f"run {run + 1}/{runs}", leave=False, disable=not progress) as bar:
-                def step(epoch, loss, acc):
-                    bar.update()
-                    bar.set_postfix(loss=f"{loss:.3f}", train_acc=f"{acc:.1f}")
-                    if not math.isfinite(loss) and not diverged:
-                        diverged.append(epoch)
-                        if strict:
-                            raise UserError(f"run {run + 1}: the training loss became {loss} at epoch {epoch} "
-                                            f"(lr {recipe.lr}, weight decay {recipe.weight_decay}); lower --lr or "
-                                            f"--weight_decay")
-
-                result = fit(model, images, labels, test, info.mean, info.std, recipe, device, progress=step)
-            if diverged:
-                failed.append(run + 1)
-                log(f"run {run + 1}/{runs}: warning: the training loss became NaN or Inf at epoch {diverged[0]}; "
-                    f"lower --lr")
-            final, best = result["final"], result["best"]
-            if val is not None:
-                vals.append(test_accuracy(model, val, info.mean, info.std, device, precision=recipe.precision))
-            if on_run is not None:
-                on_run(run, final, best)
-            log(f"run {run + 1}/{runs}: final acc {final:.2f}  (best over test checks {best:.2f})")
-        finals.append(final)
-        bests.append(best)
-    out = {"final": finals, "best": bests, "mean": statistics.mean(finals), "std": statistics.pstdev(finals),
-           "best_mean": statistics.mean(bests), "seconds": round(time.time() - start, 1), "diverged": failed}
-    if val is not None:
-        out["val"] = vals
-    return out

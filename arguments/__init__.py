@@ -64,6 +64,12 @@ def _common(p):
                    help="epochs to train a network on a condensed set (ImageNet family: from the ipc table "
                         "when not given)")
     g.add_argument("--eval_interval", type=int, default=250, help="epochs between test checks while training")
+    g.add_argument("--parallel", type=int, default=0,
+                   help="networks trained at once as one vectorised model: evaluation runs, and experts in "
+                        "pretrain.py; 0: all of them, 1: one after another (each then reproducible on its own)")
+    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="forward passes in fp32, or bf16 autocast (weights, optimiser and synthetic pixels stay fp32): "
+                        "condensation, expert training and evaluation")
 
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch (0 included), 0..2^32-1")

@@ -31,6 +31,8 @@ def _positive_ints(script, a):
             raise UserError(f"--{key} must be at least 1 (got {getattr(a, key)})")
     if a.eval_epochs is not None and a.eval_epochs < 1:
         raise UserError(f"--eval_epochs must be at least 1 (got {a.eval_epochs})")
+    if a.parallel < 0:
+        raise UserError(f"--parallel must be at least 0 (got {a.parallel}; 0 trains all networks at once)")
     if script == "condense":
         for key in ("niter", "num_premodel", "iter_calib", "eval_every", "ckpt_every"):
             if getattr(a, key) < 0:

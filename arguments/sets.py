@@ -14,7 +14,7 @@ from utils import UserError
 IDENTITY = ("dataset", "size", "nclass", "phase")  # one dataset per call
 DECODING = ("factor", "decode_type")                # how the storage decodes, per set
 PROTOCOL = ("net_type", "depth", "width", "norm_type", "eval_epochs", "lr", "momentum", "weight_decay",
-            "batch_size", "mixup", "beta", "mix_p", "dsa_strategy", "eval_aug", "eval_interval")  # per set; flags win
+            "batch_size", "mixup", "beta", "mix_p", "dsa_strategy", "eval_aug", "eval_interval", "precision")  # flags win
 LOCATION = ("data_dir",)                            # where the same data lives; a flag wins
 
 

@@ -72,10 +72,15 @@ def reinitialize_(model):
     return True
 
 
-def check_network(network):
-    """Build the network on the meta device (no memory, no random draws): bad width/depth/size raise UserError."""
+def network_probe(network):
+    """The network built on the meta device (no memory, no random draws), to inspect its layers."""
     with torch.device("meta"):
-        make_network(network, "meta")
+        return make_network(network, "meta")
+
+
+def check_network(network):
+    """Build the network on the meta device: a bad width, depth or size raises its UserError before any work."""
+    network_probe(network)
 
 
 FLAG_OF = {"net_type": "--net_type", "depth": "--depth", "width": "--width", "norm_type": "--norm_type",

@@ -41,7 +41,7 @@ def test_sets_by_architectures_records_and_summary(cifar, tmp_path, capsys):
 
 
 def test_interrupted_evaluation_trains_only_missing_runs(cifar, tmp_path, capsys):
-    argv = cifar + ["--data", str(tmp_path / "set_ipc1.pt")]
+    argv = cifar + ["--data", str(tmp_path / "set_ipc1.pt"), "--parallel", "1"]  # each run reproducible alone
     first, = evaluate.main(parse("evaluate", argv + ["--runs", "1"]))
     capsys.readouterr()
     second, = evaluate.main(parse("evaluate", argv + ["--runs", "3"]))

@@ -79,7 +79,7 @@ def setup(tmp_path_factory):
     common = ["-d", "folder", "--size", "16", "--data_dir", data_dir, "--width", "0.0625", "--seed", "1",
               "--device", "cpu"]
     pre = common + ["--pretrain_dir", str(base / "experts"), "--pretrain_amount", "2", "--pretrain_epochs", "3",
-                    "--batch_real", "16"]
+                    "--batch_real", "16", "--parallel", "1"]
     pretrain.main(parse("pretrain", pre))
     cond = common + ["--pretrain_dir", str(base / "experts"), "--ipc", "1", "--factor", "2", "--num_premodel", "2",
                      "--batch_real", "4", "--niter", str(NITER), "--ckpt_every", str(CKPT), "--eval_every", "4",
@@ -295,3 +295,21 @@ def test_truncated_or_mismatched_expert_is_retrained(setup, tmp_path):
     log = (folder / "log.txt").read_text()
     assert log.count("a checkpoint is missing, truncated or mismatched; training it again") == 2
     assert same_experts(expert_files(folder), expert_files(setup["base"] / "experts"))
+
+
+def test_experts_trained_together_resume_bit_identically(setup, tmp_path):
+    argv = [a if a != "1" or i == 0 or setup["pre"][i - 1] != "--parallel" else "0"
+            for i, a in enumerate(setup["pre"])]
+    together = [a if a != str(setup["base"] / "experts") else str(tmp_path / "together") for a in argv]
+    pretrain.main(parse("pretrain", together))
+    log = (tmp_path / "together" / "log.txt").read_text()
+    assert "for 2 together" in log and not glob.glob(str(tmp_path / "together" / "*progress*"))
+    killed = [a if a != str(setup["base"] / "experts") else str(tmp_path / "killed") for a in argv]
+    code, err = finished(child(setup, "pretrain", "write", 2, "premodels0-1_progress.pt", killed))
+    assert code == -signal.SIGKILL, err
+    pretrain.main(parse("pretrain", killed))
+    assert "experts 0, 1: resuming after epoch 2" in (tmp_path / "killed" / "log.txt").read_text()
+    assert same_experts(expert_files(tmp_path / "killed"), expert_files(tmp_path / "together"))
+    # initialised as alone (seed * 1000 + i), trained together: not the experts trained one at a time
+    alone, together = expert_files(setup["base"] / "experts"), expert_files(tmp_path / "together")
+    assert all(torch.equal(alone["premodel1_init.pth.tar"][k], v) for k, v in together["premodel1_init.pth.tar"].items())

@@ -1,0 +1,231 @@
+"""Speed of condensation, evaluation and expert training, side by side, in one command.
+
+Every configuration runs in a child process of its own (so the allocator setting and the peak memory are
+its own), the configurations of one repeat interleaved (A B A B ...), and each figure is the median over
+--repeats. Condensation uses CIFAR-10 shapes on generated data (ConvNet-3 width 128, batch_real 128,
+iter_calib 1, factor 2, one expert); --quick shrinks the shapes to check the script in a minute.
+
+    python bench/speed.py                          # CPU, 1 thread, writes results/bench/speed.{md,json}
+    python bench/speed.py --device cuda --threads 0
+    python bench/speed.py --quick
+    python bench/speed.py --against ../old-checkout  # the same children run on another checkout's code too
+
+Columns: CPU seconds (user + system) and wall seconds per iteration / epoch, peak resident memory (CPU) or
+peak allocated memory (GPU), and the host reads per condensation iteration (aten::_local_scalar_dense in a
+torch.profiler trace of one iteration, which on a GPU each wait for the device).
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.environ.get("SPEED_CODE", ROOT))  # --against runs children on another checkout's code
+
+
+# ---------------------------------------------------------------------------------------------------
+# Children: one configuration each, one JSON line on stdout.
+
+def _clock():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, time.perf_counter()
+
+
+def _peak_mib(device):
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _timed(fn, iters, device):
+    """(CPU s, wall s) per call of fn over `iters` calls after one warm-up call."""
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    sync()
+    cpu0, wall0 = _clock()
+    for _ in range(iters):
+        fn()
+    sync()
+    cpu1, wall1 = _clock()
+    return (cpu1 - cpu0) / iters, (wall1 - wall0) / iters
+
+
+def child_condense(c):
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import DANCE
+    from data.augment import DiffAug, normalize
+    from data.datasets import Split
+    from data.sampler import ClassSampler
+    from data.synthetic import SyntheticSet
+    from models import model_config
+    from utils import atomic_save, expert_path, select_device
+    try:
+        from models import make_network
+    except ImportError:  # a checkout from before 2026-11-25 (--against) kept it in utils
+        from utils import make_network
+
+    device = select_device(c.device)
+    torch.manual_seed(0)
+    n = c.nclass * c.real_per_class
+    images = torch.randint(0, 256, (n, 3, c.size, c.size), dtype=torch.uint8)
+    sampler = ClassSampler(Split(images, torch.arange(c.nclass).repeat_interleave(c.real_per_class)), c.nclass,
+                           c.batch_real, device)
+    network = {"net_type": "convnet", "config": model_config("convnet", c.nclass, 3, c.size, 3, c.width)}
+    folder = tempfile.mkdtemp()
+    for stage in ("init", "trained"):
+        atomic_save(make_network(network, "cpu").state_dict(), expert_path(folder, 0, stage))
+    bank = DANCE.ExpertBank(folder, 1, network, device, "")
+    dsa = DiffAug("color_crop_cutout", batch=True)
+
+    def aug(x, groups=None):
+        return dsa(normalize(x, (0.5,) * 3, (0.25,) * 3), groups)
+
+    synset = SyntheticSet(c.nclass, c.ipc, 3, c.size, 2, "single", device)
+    optimizer = torch.optim.SGD([synset.data], lr=0.1, momentum=0.5)
+    ns = argparse.Namespace(batch_syn_max=200, iter_calib=1, precision=c.precision)
+    update = DANCE.per_class_update if c.update == "per_class" else DANCE.joint_update
+
+    def iteration():
+        with torch.no_grad():
+            synset.data.clamp_(0, 1)
+        update(synset, sampler, bank.middle(0, 0.5), bank.expert(0), aug, optimizer, ns)
+
+    cpu, wall = _timed(iteration, c.iters, device)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        iteration()
+    reads = sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense")
+    return {"cpu_s": cpu, "wall_s": wall, "peak_mib": _peak_mib(device), "host_reads": reads}
+
+
+CHILDREN = {"condense": child_condense}
+
+
+def run_child(kind, config, keep_memory, code=ROOT):
+    """Run one configuration in a fresh process on the code at `code`; returns its measurements."""
+    env = {**os.environ, "DANCE_KEEP_MEMORY": "1" if keep_memory else "0", "SPEED_CODE": os.path.abspath(code)}
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--config", json.dumps(config)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{kind} {config} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def child_main(kind, config):
+    import torch
+
+    import utils
+
+    if hasattr(utils, "configure_process"):  # what every entry point does: allocator, cuDNN, TF32
+        utils.configure_process()
+    c = argparse.Namespace(**config)
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = CHILDREN[kind](c)
+    if torch.device(c.device).type == "cpu":
+        result["peak_mib"] -= base  # what the configuration added to the process after imports
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The parent: configurations, interleaved repeats, tables.
+
+def with_against(configs, q):
+    """Every configuration on this checkout, and (with --against) its twin on the other checkout's code."""
+    rows = [(c, keep, ROOT) for c, keep in configs]
+    if q.against:  # an older checkout knows neither the allocator setting nor bf16: its fp32 rows, as it ran
+        rows += [(c, False, q.against) for c, keep in configs if not keep and c.get("precision", "fp32") == "fp32"]
+    return rows
+
+
+def condense_configs(q):
+    shapes = dict(nclass=10, size=32, width=1.0, batch_real=128, real_per_class=500)
+    if q.quick:
+        shapes = dict(nclass=4, size=16, width=0.25, batch_real=32, real_per_class=64)
+    rows = []
+    for ipc in (1, 10) if q.quick else (1, 10, 50):
+        for update in ("per_class", "joint"):
+            for keep, precision in ((True, "fp32"), (False, "fp32"), (True, "bf16")):
+                rows.append(({**shapes, "ipc": ipc, "update": update, "precision": precision, "device": q.device,
+                              "threads": q.threads, "iters": q.iters}, keep))
+    return rows
+
+
+def median_rows(configs, kind, repeats):
+    """Measure every (configuration, allocator, code) `repeats` times, interleaved; medians per row."""
+    results = [[] for _ in configs]
+    for r in range(repeats):
+        for i, (config, keep, code) in enumerate(configs):
+            results[i].append(run_child(kind, config, keep, code))
+            print(f"  repeat {r + 1}/{repeats} {kind} {config.get('update', '')} ipc {config.get('ipc', '')} "
+                  f"{config.get('precision', '')} keep_memory={keep} code={code}: {results[i][-1]}", flush=True)
+    return [{key: statistics.median(m[key] for m in ms) for key in ms[0]} for ms in results]
+
+
+def code_name(code):
+    return "this" if code == ROOT else os.path.basename(os.path.normpath(code))
+
+
+def condense_table(configs, medians):
+    lines = ["| code | IPC | schedule | allocator keeps memory | precision | CPU s/iter | wall s/iter | peak MiB | "
+             "host reads/iter |", "|---|---|---|---|---|---|---|---|---|"]
+    for (config, keep, code), m in zip(configs, medians):
+        lines.append(f"| {code_name(code)} | {config['ipc']} | {config['update']} | {'yes' if keep else 'no'} | "
+                     f"{config['precision']} | {m['cpu_s']:.2f} | {m['wall_s']:.2f} | {m['peak_mib']:.0f} | "
+                     f"{m['host_reads']:.0f} |")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per child (0: torch's default)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--iters", type=int, default=2, help="timed condensation iterations per child")
+    p.add_argument("--quick", action="store_true", help="small shapes, to check the script")
+    p.add_argument("--sections", default="condense", help="comma-separated: condense")
+    p.add_argument("--against", default=None, metavar="CHECKOUT",
+                   help="also run every configuration on the code of another checkout (e.g. an older commit)")
+    p.add_argument("--out", default=os.path.join("results", "bench", "speed"))
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    q = p.parse_args()
+    if q.child:
+        return child_main(q.child, json.loads(q.config))
+    import torch
+
+    header = (f"torch {torch.__version__}, device {q.device}, {q.threads or 'default'} thread(s), "
+              f"median of {q.repeats} interleaved repeats, {time.strftime('%Y-%m-%d')}")
+    report, data = [f"# Speed ({header})"], {"header": header}
+    if "condense" in q.sections:
+        configs = with_against(condense_configs(q), q)
+        medians = median_rows(configs, "condense", q.repeats)
+        report += ["", "## Condensation (CIFAR-10 shapes, factor 2, ConvNet-3)" if not q.quick else
+                   "## Condensation (quick shapes)", "", condense_table(configs, medians)]
+        data["condense"] = [{"config": c, "keep_memory": k, "code": code_name(code), **m}
+                            for (c, k, code), m in zip(configs, medians)]
+    text = "\n".join(report) + "\n"
+    print("\n" + text)
+    os.makedirs(os.path.dirname(os.path.abspath(q.out)), exist_ok=True)
+    with open(q.out + ".md", "w") as f:
+        f.write(text)
+    with open(q.out + ".json", "w") as f:
+        json.dump(data, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The evaluation of a set: train fresh networks on it with the paper's protocol, report their test accuracy.
+
+The library behind evaluate.py and DANCE.py's periodic evaluations (REFERENCE 8). Runs train in groups of
+`parallel` networks at once (train_many.py) where the network allows it, else one after another
+(train.fit). Run r's network is initialised under seed * 1000 + r either way. Its training draws come
+from that stream when it trains alone; in a group, the group's first run's stream drives every network
+(train_many's contract), so a run's accuracy then depends on which runs share its group, and only a
+one-network group equals the run trained alone.
+"""
+import math
+import statistics
+import time
+
+import torch
+from tqdm import tqdm
+
+from models import network_probe
+from train import Recipe, fit, test_accuracy
+from train_many import build_networks, can_vectorise, fit_many, groups_of, test_accuracy_many
+from utils import UserError
+
+
+def eval_recipe(args, epochs):
+    """The paper's evaluation protocol: SGD, x0.2 at 2/3 and 5/6, per-sample DSA (or ImageNet's), CutMix."""
+    return Recipe(epochs=epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                  batch_size=args.batch_size, dsa_strategy=args.dsa_strategy,
+                  mix_p=args.mix_p if args.mixup == "cut" else 0.0, beta=args.beta,
+                  eval_interval=args.eval_interval, eval_aug=args.eval_aug, precision=args.precision)
+
+
+def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, seed=0, log=print, val=None,
+                 done=None, on_run=None, progress=False, strict=False, parallel=0):
+    """Train `runs` fresh networks on (images, labels); return per-run final/best test accuracies.
+
+    With a `val` split, each new run's final accuracy on it is returned too (for model selection).
+    `done` maps run index -> (final, best) already known; `on_run` is called after each new run;
+    `progress` shows a bar of the epochs. A run whose training loss turns NaN or Inf stops the
+    evaluation with a UserError when `strict`, else it is logged as diverged (its accuracy is chance).
+    """
+    if torch.is_tensor(images):
+        images = images.to(device)
+    labels = labels.to(device)
+    done = done or {}
+    results, vals, failed = dict(done), {}, []
+    start = time.time()
+    for run in sorted(done):
+        log(f"run {run + 1}/{runs}: final acc {done[run][0]:.2f}  (recorded by an earlier call)")
+    todo = [run for run in range(runs) if run not in done]
+    vectorisable = bool(todo) and can_vectorise(network_probe(network))
+    for group in groups_of(todo, parallel, vectorisable):
+        models = build_networks(network, device, group, seed)
+        name = f"run {group[0] + 1}/{runs}" if len(group) == 1 else f"runs {group[0] + 1}-{group[-1] + 1}/{runs}"
+        diverged = {}
+        with tqdm(total=recipe.epochs, desc=name, leave=False, disable=not progress) as bar:
+            def step(epoch, losses, accs):
+                losses, accs = (losses, accs) if isinstance(losses, list) else ([losses], [accs])
+                bar.update()
+                bar.set_postfix(loss=" ".join(f"{x:.3f}" for x in losses))
+                for run, loss in zip(group, losses):
+                    if not math.isfinite(loss) and run not in diverged:
+                        diverged[run] = epoch
+                        if strict:
+                            raise UserError(f"run {run + 1}: the training loss became {loss} at epoch {epoch} "
+                                            f"(lr {recipe.lr}, weight decay {recipe.weight_decay}); lower --lr or "
+                                            f"--weight_decay")
+
+            if len(group) == 1:
+                fitted = [fit(models[0], images, labels, test, info.mean, info.std, recipe, device, progress=step)]
+            else:
+                fitted = fit_many(models, images, labels, test, info.mean, info.std, recipe, device, progress=step)
+        if val is not None:
+            accs = test_accuracy_many(models, val, info.mean, info.std, device, precision=recipe.precision) \
+                if len(group) > 1 else [test_accuracy(models[0], val, info.mean, info.std, device,
+                                                      precision=recipe.precision)]
+            vals.update(zip(group, accs))
+        for run, result in zip(group, fitted):
+            final, best = result["final"], result["best"]
+            results[run] = (final, best)
+            if run in diverged:
+                failed.append(run + 1)
+                log(f"run {run + 1}/{runs}: warning: the training loss became NaN or Inf at epoch {diverged[run]}; "
+                    f"lower --lr")
+            if on_run is not None:
+                on_run(run, final, best)
+            log(f"run {run + 1}/{runs}: final acc {final:.2f}  (best over test checks {best:.2f})")
+    finals = [results[run][0] for run in range(runs)]
+    bests = [results[run][1] for run in range(runs)]
+    out = {"final": finals, "best": bests, "mean": statistics.mean(finals), "std": statistics.pstdev(finals),
+           "best_mean": statistics.mean(bests), "seconds": round(time.time() - start, 1), "diverged": failed}
+    if val is not None:
+        out["val"] = [vals[run] for run in sorted(vals)]
+    return out
