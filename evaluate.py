@@ -92,7 +92,8 @@ def condensed_sets(args, info, device):
         classes = description.get("classes")
         if classes is not None and list(classes) != list(info.class_names):
             raise UserError(f"{path} was condensed from classes {classes[:3]}..., but the dataset loaded now has "
-                            f"{list(info.class_names)[:3]}...; evaluate it on the data it was condensed from")
+                            f"{list(info.class_names)[:3]}...; evaluate it on the data it was condensed from (or move "
+                            f"its description, {os.path.splitext(path)[0]}.json, away if it is wrong)")
         data, ipc = load_set(path, info.nclass, info.channels, info.size)
         synset = SyntheticSet(info.nclass, ipc, info.channels, info.size, own.factor, own.decode_type, device,
                               data=data)

@@ -14,6 +14,7 @@ import math
 import os
 import time
 
+import torch
 from tqdm import tqdm
 
 from arguments import dataset_tag, parse
@@ -45,7 +46,8 @@ def holdout_split(args):
 def new_manifest(args, network):
     """What the next stage needs to check it loads experts of the right kind."""
     return {"dataset": dataset_tag(args), "network": network, "seed": args.seed,
-            "epochs": args.pretrain_epochs, "holdout": holdout_split(args), "experts": {}}
+            "epochs": args.pretrain_epochs, "holdout": holdout_split(args), "recipe": expert_recipe(args).as_dict(),
+            "experts": {}}
 
 
 def load_manifest(folder, expected):
@@ -61,6 +63,12 @@ def load_manifest(folder, expected):
         if manifest.get(key) != expected[key]:
             raise UserError(f"{folder} holds experts with another {key} ({manifest.get(key)} vs {expected[key]}, "
                             f"{flag}); pass a new --pretrain_dir or match {flag}")
+    recipe = manifest.get("recipe")  # manifests before 2026-11-25 lack it
+    changed = [f"{k} {recipe[k]} vs {v}" for k, v in expected["recipe"].items() if recipe and recipe.get(k, v) != v]
+    if changed:
+        raise UserError(f"{folder} holds experts trained with another recipe ({', '.join(changed)}, folder vs now); "
+                        f"pass a new --pretrain_dir or the folder's settings (its args.json)")
+    manifest.setdefault("recipe", expected["recipe"])
     return manifest
 
 
@@ -71,9 +79,12 @@ def is_finished(folder, index, manifest, model):
     for stage in ("init", "trained"):
         path = expert_path(folder, index, stage)
         try:
-            check_state_dict(model, safe_load(path, "expert checkpoint"), path)
+            state = safe_load(path, "expert checkpoint")
+            check_state_dict(model, state, path)
         except UserError:
             return False
+        if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+            return False  # a diverged expert (written by older code) is trained again
     return True
 
 

@@ -124,7 +124,8 @@ class Run:
                 if self.saved is not None else f"no checkpoint was written yet ({self.path('data_0.pt')} is "
                                                f"the initial set)")
         raise UserError(f"iteration {iteration}: NaN or Inf in the synthetic data or a loss, the run stopped; {last}; "
-                        f"lower --lr_img and start a new run (or --resume {self.folder} if the fault was transient)")
+                        f"lower --lr_img and start a new run with a new --save_dir (or --resume {self.folder} if the "
+                        f"fault was transient)")
 
     def stop(self, signum, iteration):
         """End the run after a signal; state.pt was just written."""

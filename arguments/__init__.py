@@ -403,14 +403,14 @@ def parse(script, argv=None):
         _dataset_layers(script, ns, explicit, fixed)
         check_explicit(script, ns, explicit)
         _resolve(script, ns, explicit)
-        check_settings(script, ns)
-        if script == "evaluate":
+        if script == "evaluate":  # a bad value from a set's description is named as such, before the call's own
             ns.set_settings = per_set
             for path, own in per_set.items():
                 try:
                     check_settings(script, argparse.Namespace(**{**vars(ns), **own}))
                 except UserError as e:
-                    raise UserError(f"{path}'s description (data_K.json beside it): {e}") from None
+                    raise UserError(f"{path}'s description ({os.path.splitext(path)[0]}.json): {e}") from None
+        check_settings(script, ns)
     check_outputs(script, ns)
     if ns.print_config:
         print(json.dumps(config_view(script, ns), indent=2, sort_keys=True, default=str))

@@ -37,6 +37,7 @@ def data_paths(patterns):
 
 def _contradiction(path, key, given, described):
     flag = "-d" if key == "dataset" else f"--{key}"
+    described = "the dataset's own" if described is None else described
     return UserError(f"{flag} {given} contradicts {path}, which was condensed with {key} {described}; drop {flag} "
                      f"(evaluate.py reads it from the set's description, {os.path.basename(path)[:-3]}.json)")
 

@@ -84,7 +84,8 @@ def check_network(network):
 
 
 FLAG_OF = {"net_type": "--net_type", "depth": "--depth", "width": "--width", "norm_type": "--norm_type",
-           "size": "--size", "channels": "-d (the data)", "nclass": "-d (the data)", "cifar_layout": "-d (the data)"}
+           "size": "--size", "channels": "image channels (-d, the data)", "nclass": "classes (-d, the data)",
+           "cifar_layout": "ResNet stem (-d, the data)"}
 
 
 def network_difference(have, need):

@@ -178,3 +178,17 @@ def test_a_diverging_expert_is_not_saved(tmp_path, capsys):
     assert status == 2 and "expert 0: the training loss became nan at epoch 1" in lines[-1]
     assert not (tmp_path / "experts" / "premodel0_trained.pth.tar").exists()
     shutil.rmtree(tmp_path / "experts")
+
+
+def test_a_diverged_expert_from_older_code_is_trained_again(tmp_path, capsys):
+    folder = tmp_path / "experts"
+    argv = ["--pretrain_epochs", "1", "--pretrain_amount", "1", "--width", "0.125", "--pretrain_dir", str(folder)]
+    assert run("pretrain", argv, tmp_path, capsys)[0] == 0
+    trained = torch.load(folder / "premodel0_trained.pth.tar", weights_only=True)
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in trained.items()},
+               folder / "premodel0_trained.pth.tar")
+    assert run("pretrain", argv, tmp_path, capsys)[0] == 0
+    assert "already trained, skipped" not in (folder / "log.txt").read_text().split("pretrain digits")[-1]
+    assert all(torch.isfinite(v).all() for v in torch.load(folder / "premodel0_trained.pth.tar").values())
+    status, lines, _ = run("pretrain", argv + ["--lr", "0.02"], tmp_path, capsys)
+    assert status == 2 and "trained with another recipe (lr 0.01 vs 0.02, folder vs now)" in lines[0]
