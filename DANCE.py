@@ -173,21 +173,52 @@ def per_class_update(synset, sampler, encoder, expert, aug, optimizer, args):
     return inner, inter
 
 
+def step_in_chunks(optimizer, losses):
+    """One SGD step on the sum of the losses `losses` yields, each backpropagated as soon as it is computed
+    (so only one chunk's activations live at a time; the graph they share is kept until the last)."""
+    optimizer.zero_grad(set_to_none=True)
+    losses, total = list(losses), 0.0
+    for i, loss_of in enumerate(losses):
+        loss = loss_of()
+        loss.backward(retain_graph=i < len(losses) - 1)
+        total = total + loss.detach()
+    optimizer.step()
+    return total
+
+
+def class_chunks(nclass, chunk):
+    """(first, end) class ranges of `chunk` classes each (0: one range of all)."""
+    chunk = chunk or nclass
+    return [(c, min(c + chunk, nclass)) for c in range(0, nclass, chunk)]
+
+
 def joint_update(synset, sampler, encoder, expert, aug, optimizer, args):
-    """One step per view over all classes; loss = sum of per-class losses, DSA drawn per class."""
-    precision = getattr(args, "precision", "fp32")
+    """One step per view over all classes; loss = sum of per-class losses, DSA drawn per class.
+
+    The networks see `args.class_chunk` classes at a time (0: all): the same loss and step, up to the order
+    in which float gradients are summed, with one chunk's activations in memory instead of every class's.
+    """
+    precision, chunks = getattr(args, "precision", "fp32"), class_chunks(synset.nclass, getattr(args, "class_chunk", 0))
     real, groups_real = sampler.sample_all()
     syn = synset.decoded_per_class(args.batch_syn_max)
     nclass, m = syn.shape[:2]
     groups_syn = torch.arange(nclass, device=syn.device).repeat_interleave(m)
     z = aug(torch.cat([real, syn.flatten(0, 1)]), groups=torch.cat([groups_real, groups_syn]))
+    z_real, z_syn = z[:len(real)].split([sum(sampler.sizes[a:b]) for a, b in chunks]), z[len(real):]
     with torch.no_grad():
-        feat_real = features(encoder, z[:len(real)], precision)
-    loss = inner_class_loss(feat_real, features(encoder, z[len(real):], precision), groups_real, groups_syn, nclass)
-    inner, inter = step(optimizer, loss), 0.0
+        mean_real = class_means(torch.cat([features(encoder, part, precision) for part in z_real]), groups_real,
+                                nclass)
+
+    def inner_loss(a, b):
+        feat_syn = features(encoder, z_syn[a * m:b * m], precision)
+        return ((class_means(feat_syn, groups_syn[a * m:b * m] - a, b - a) - mean_real[a:b]) ** 2).sum()
+
+    inner, inter = step_in_chunks(optimizer, (lambda a=a, b=b: inner_loss(a, b) for a, b in chunks)), 0.0
     for _ in range(args.iter_calib if expert is not None else 0):
-        syn = synset.decoded_per_class(args.batch_syn_max).flatten(0, 1)
-        inter += step(optimizer, calibration_loss(logits(expert, aug(syn, groups=groups_syn), precision), groups_syn))
+        z_syn = aug(synset.decoded_per_class(args.batch_syn_max).flatten(0, 1), groups=groups_syn)
+        inter += step_in_chunks(optimizer, (
+            lambda a=a, b=b: calibration_loss(logits(expert, z_syn[a * m:b * m], precision), groups_syn[a * m:b * m])
+            for a, b in chunks))
     return inner, inter
 
 

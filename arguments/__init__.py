@@ -13,6 +13,8 @@ import shlex
 import sys
 import time
 
+import torch
+
 from arguments.checks import NET_TYPES, NORM_TYPES, check_explicit, check_outputs, check_settings
 from arguments.sets import described_settings
 from data.datasets import DATASETS, peek_dataset
@@ -125,6 +127,9 @@ def _condense(p):
     g.add_argument("--lam_max", type=float, default=1.0, help="lam=0 is the trained expert, 1 its init")
     g.add_argument("--update", choices=("per_class", "joint"), default="per_class",
                    help="per_class: one step per class per view (reference); joint: one step per view")
+    g.add_argument("--class_chunk", type=int, default=None,
+                   help="joint: classes per forward pass (bounds memory; the loss and step are unchanged up to float "
+                        "order); 0: all at once; default 1 on the CPU, all on an accelerator")
     g.add_argument("--eval_every", type=int, default=500, help="iterations between evaluations (0: off)")
     g.add_argument("--eval_runs", type=int, default=1, help="networks trained per periodic evaluation")
     _holdout(g)
@@ -276,6 +281,9 @@ def _resolve(script, a, explicit):
             a.lr_img = a.lr_img_per_ipc * a.ipc
         if a.select_by is None:
             a.select_by = "val" if a.val_split else "test"
+        if a.class_chunk is None:  # a CPU is memory-bound: one class at a time costs nothing there
+            on_cpu = a.device == "cpu" or (a.device == "auto" and not torch.cuda.is_available())
+            a.class_chunk = 1 if on_cpu else 0
         if a.init is None:
             # the reference forces mix whenever factor > 1; an explicit --init wins here
             a.init = "mix" if a.factor > 1 else "random"
@@ -325,6 +333,8 @@ def _resumed(parser, explicit):
         raise UserError(f"--save_dir {explicit['save_dir']} with --resume {run}: a resumed run stays in its folder; "
                         f"drop --save_dir")
     settings = {**defaults, **saved}
+    if settings["class_chunk"] is None:  # a run from before --class_chunk fed all classes at once
+        settings["class_chunk"] = 0
     changed = settings_diff(settings, {**settings, **explicit})
     if changed:
         raise UserError(f"--resume: settings differ from the run's: {', '.join(changed)}; drop them or start a "

@@ -34,7 +34,7 @@ def _positive_ints(script, a):
     if a.parallel < 0:
         raise UserError(f"--parallel must be at least 0 (got {a.parallel}; 0 trains all networks at once)")
     if script == "condense":
-        for key in ("niter", "num_premodel", "iter_calib", "eval_every", "ckpt_every"):
+        for key in ("niter", "num_premodel", "iter_calib", "eval_every", "ckpt_every", "class_chunk"):
             if getattr(a, key) < 0:
                 raise UserError(f"--{key} must be at least 0 (got {getattr(a, key)})")
 

@@ -13,8 +13,9 @@ from utils import UserError
 
 IDENTITY = ("dataset", "size", "nclass", "phase")  # one dataset per call
 DECODING = ("factor", "decode_type")                # how the storage decodes, per set
+# the run's network and evaluation protocol, per set; flags win
 PROTOCOL = ("net_type", "depth", "width", "norm_type", "eval_epochs", "lr", "momentum", "weight_decay",
-            "batch_size", "mixup", "beta", "mix_p", "dsa_strategy", "eval_aug", "eval_interval", "precision")  # flags win
+            "batch_size", "mixup", "beta", "mix_p", "dsa_strategy", "eval_aug", "eval_interval", "precision")
 LOCATION = ("data_dir",)                            # where the same data lives; a flag wins
 
 

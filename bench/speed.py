@@ -111,7 +111,58 @@ def child_condense(c):
     return {"cpu_s": cpu, "wall_s": wall, "peak_mib": _peak_mib(device), "host_reads": reads}
 
 
-CHILDREN = {"condense": child_condense}
+def _training_data(c):
+    """(images, labels, test split, mean, std, network, DSA) of the evaluation/pretraining benchmarks."""
+    import torch
+
+    from data.datasets import Split, load_dataset
+    from models import model_config
+
+    if c.shape == "digits":
+        train, test, info = load_dataset("digits", None)
+        if c.ipc:  # a condensed set's size; 0: the whole training set (expert training)
+            idx = torch.cat([torch.nonzero(train.labels == k).flatten()[:c.ipc] for k in range(10)])
+            train = Split(train.images[idx], train.labels[idx])
+        network = model_config("convnet", 10, 1, 16, 3, 0.25)
+        return train.images, train.labels, test, info.mean, info.std, network, "color_crop_scale_rotate"
+    g = torch.Generator().manual_seed(0)
+    n = 10 * (c.ipc or 500)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    test = Split(torch.randint(0, 256, (1000, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(1000) % 10)
+    network = model_config("convnet", 10, 3, 32, 3, 1.0)
+    return (images, torch.arange(10).repeat_interleave(n // 10), test, (0.49, 0.48, 0.45), (0.2, 0.2, 0.2),
+            network, "color_crop_flip_scale_rotate")
+
+
+def child_train(c):
+    """N networks trained for c.epochs (evaluation recipe), one after another or at once: seconds per epoch."""
+    import torch
+
+    from models import make_network
+    from train import Recipe, fit
+    from train_many import fit_many
+    from utils import select_device
+
+    device = select_device(c.device)
+    images, labels, test, mean, std, config, dsa = _training_data(c)
+    images, labels, test = images.to(device), labels.to(device), test.to(device)
+    recipe = Recipe(epochs=c.epochs, batch_size=c.batch_size, dsa_strategy=dsa, mix_p=0.5, eval_interval=0,
+                    precision=c.precision)
+    torch.manual_seed(0)
+    models = [make_network({"net_type": "convnet", "config": config}, device) for _ in range(c.n)]
+
+    def train():
+        if c.mode == "together" and c.n > 1:
+            fit_many(models, images, labels, test, mean, std, recipe, device)
+        else:
+            for model in models:
+                fit(model, images, labels, test, mean, std, recipe, device)
+
+    cpu, wall = _timed(train, 1, device)
+    return {"cpu_s": cpu / c.epochs, "wall_s": wall / c.epochs, "peak_mib": _peak_mib(device)}
+
+
+CHILDREN = {"condense": child_condense, "train": child_train}
 
 
 def run_child(kind, config, keep_memory, code=ROOT):
@@ -165,14 +216,44 @@ def condense_configs(q):
     return rows
 
 
+def train_configs(q):
+    """Evaluation (condensed sets) and expert training (the whole digits training set), N = 1 and 5."""
+    common = {"device": q.device, "threads": q.threads, "precision": "fp32", "batch_size": 64}
+    rows = []
+    cases = [("evaluation", "digits", 10, 60), ("evaluation", "cifar", 1, 60), ("evaluation", "cifar", 10, 10),
+             ("pretraining", "digits", 0, 3)]
+    if q.quick:
+        cases = [("evaluation", "digits", 10, 10), ("pretraining", "digits", 0, 1)]
+    for what, shape, ipc, epochs in cases:
+        for n, mode in ((1, "sequential"), (5, "sequential"), (5, "together")):
+            rows.append(({**common, "what": what, "shape": shape, "ipc": ipc, "epochs": epochs, "n": n,
+                          "mode": mode}, True, ROOT))
+    return rows
+
+
+def train_table(configs, medians):
+    lines = ["| what | data | networks | how | wall s/epoch | CPU s/epoch | vs one network | vs 5 one after another |",
+             "|---|---|---|---|---|---|---|---|"]
+    by_key = {(c["what"], c["shape"], c["ipc"], c["n"], c["mode"]): m for (c, _, _), m in zip(configs, medians)}
+    for (c, _, _), m in zip(configs, medians):
+        one = by_key[(c["what"], c["shape"], c["ipc"], 1, "sequential")]["wall_s"]
+        five = by_key.get((c["what"], c["shape"], c["ipc"], 5, "sequential"), {}).get("wall_s")
+        data = f"{c['shape']}, " + (f"IPC {c['ipc']}" if c["ipc"] else "whole training set")
+        lines.append(f"| {c['what']} | {data} | {c['n']} | {c['mode']} | {m['wall_s']:.3f} | {m['cpu_s']:.3f} | "
+                     f"{m['wall_s'] / one:.2f}x | {m['wall_s'] / five:.2f}x |")
+    return "\n".join(lines)
+
+
 def median_rows(configs, kind, repeats):
     """Measure every (configuration, allocator, code) `repeats` times, interleaved; medians per row."""
     results = [[] for _ in configs]
     for r in range(repeats):
         for i, (config, keep, code) in enumerate(configs):
             results[i].append(run_child(kind, config, keep, code))
-            print(f"  repeat {r + 1}/{repeats} {kind} {config.get('update', '')} ipc {config.get('ipc', '')} "
-                  f"{config.get('precision', '')} keep_memory={keep} code={code}: {results[i][-1]}", flush=True)
+            label = {k: v for k, v in config.items()
+                     if k in ("update", "ipc", "precision", "what", "shape", "n", "mode")}
+            print(f"  repeat {r + 1}/{repeats} {kind} {label} keep_memory={keep} code={code_name(code)}: "
+                  f"{results[i][-1]}", flush=True)
     return [{key: statistics.median(m[key] for m in ms) for key in ms[0]} for ms in results]
 
 
@@ -197,7 +278,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--iters", type=int, default=2, help="timed condensation iterations per child")
     p.add_argument("--quick", action="store_true", help="small shapes, to check the script")
-    p.add_argument("--sections", default="condense", help="comma-separated: condense")
+    p.add_argument("--sections", default="condense,train", help="comma-separated: condense, train")
     p.add_argument("--against", default=None, metavar="CHECKOUT",
                    help="also run every configuration on the code of another checkout (e.g. an older commit)")
     p.add_argument("--out", default=os.path.join("results", "bench", "speed"))
@@ -218,6 +299,14 @@ def main():
                    "## Condensation (quick shapes)", "", condense_table(configs, medians)]
         data["condense"] = [{"config": c, "keep_memory": k, "code": code_name(code), **m}
                             for (c, k, code), m in zip(configs, medians)]
+    if "train" in q.sections:
+        configs = train_configs(q)
+        medians = median_rows(configs, "train", q.repeats)
+        report += ["", "## Evaluation and expert training: N networks one after another or at once", "",
+                   f"Evaluation recipe (batch 64, DSA, CutMix p 0.5); digits: ConvNet-3 width 0.25 on 16x16; cifar: "
+                   f"ConvNet-3 width 1 on generated 32x32 images. Threads: {q.threads or 'default'}.", "",
+                   train_table(configs, medians)]
+        data["train"] = [{"config": c, **m} for (c, _, _), m in zip(configs, medians)]
     text = "\n".join(report) + "\n"
     print("\n" + text)
     os.makedirs(os.path.dirname(os.path.abspath(q.out)), exist_ok=True)

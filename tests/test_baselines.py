@@ -36,7 +36,8 @@ def test_baselines_evaluate_and_record(tmp_path, monkeypatch):
               "--pretrain_dir", str(tmp_path / "experts")]
     pretrain.main(parse("pretrain", common + ["--pretrain_amount", "1", "--pretrain_epochs", "1"]))
     tiny = ["--eval_epochs", "1", "--eval_interval", "1", "--runs", "2", "--batch_size", "16"]
-    for baseline, ipc, factor in (("random", "1", "2"), ("herding", "2", "1"), ("kcenter", "1", "2"), ("full", "2", "1")):
+    cases = (("random", "1", "2"), ("herding", "2", "1"), ("kcenter", "1", "2"), ("full", "2", "1"))
+    for baseline, ipc, factor in cases:
         result, = evaluate.main(parse("evaluate", common + tiny + ["--baseline", baseline, "--ipc", ipc,
                                                                    "--factor", factor]))
         assert len(result["final"]) == 2

@@ -124,3 +124,34 @@ def test_calibration_step_is_sgd_on_the_expert_cross_entropy():
     torch.testing.assert_close(synset.data[0].detach(), start[0] - 0.1 * grads[0] * 1.5)
     torch.testing.assert_close(synset.data[1].detach(), start[1] - 0.1 * grads[1])
     assert all(p.grad is None for p in expert.parameters())
+
+
+def test_joint_in_class_chunks_takes_the_same_step(tmp_path):
+    """Chunks bound memory only: the loss and the step equal the all-at-once ones up to float order."""
+    from data.augment import DiffAug, normalize
+    from utils import seed_everything
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (24, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(3).repeat_interleave(8)
+    net = make_network(NETWORK, "cpu").requires_grad_(False)
+    dsa = DiffAug("color_crop_cutout", batch=True)
+    results = []
+    for chunk in (0, 1, 2):
+        seed_everything(1)
+        sampler = ClassSampler(Split(images, labels), 3, 5, "cpu")
+        start = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+        synset = SyntheticSet(3, 2, 1, 8, factor=2, data=start.clone())
+        optimizer = torch.optim.SGD([synset.data], lr=0.1, momentum=0.5)
+        args = argparse.Namespace(batch_syn_max=0, iter_calib=1, class_chunk=chunk)
+
+        def aug(x, groups=None):
+            return dsa(normalize(x, (0.5,), (0.25,)), groups)
+
+        inner, inter = DANCE.joint_update(synset, sampler, net, net, aug, optimizer, args)
+        results.append((synset.data.detach().clone(), inner, inter))
+    for data, inner, inter in results[1:]:
+        torch.testing.assert_close(data, results[0][0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(inner, results[0][1], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(inter, results[0][2], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(results[0][0], start)  # a step was taken

@@ -24,7 +24,8 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("described")
     data_dir = write_fixture("folder", str(base / "data"))
     common = ["-d", "folder", "--size", "16", "--data_dir", data_dir, "--pretrain_dir", str(base / "experts")] + TINY
-    pretrain.main(parse("pretrain", common + ["--pretrain_amount", "1", "--pretrain_epochs", "1", "--batch_real", "16"]))
+    pretrain.main(parse("pretrain", common + ["--pretrain_amount", "1", "--pretrain_epochs", "1",
+                                              "--batch_real", "16"]))
     cond = common + ["--ipc", "1", "--niter", "2", "--eval_every", "0", "--num_premodel", "1", "--batch_real", "4",
                      "--eval_interval", "1", "--batch_size", "16"]
     DANCE.main(parse("condense", cond + ["--factor", "2", "--eval_epochs", "1", "--save_dir", str(base / "f2")]))
