@@ -25,26 +25,33 @@ class RunStopped(Exception):
         self.status = 128 + signum
 
 
-KEEP_MEMORY_ENV = "DANCE_KEEP_MEMORY"  # 0: leave glibc's allocator at its defaults
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+KEEP_MEMORY_ENV = "DANCE_KEEP_MEMORY"  # 0: glibc's defaults; 1 (default): up to 32 MiB buffers; all: every buffer
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameters (malloc.h)
+MMAP_THRESHOLD_MAX = 32 * 2**20  # the largest threshold glibc accepts on 64-bit systems
 
 
 def keep_freed_memory():
-    """Make glibc keep freed memory in the process; True when applied (Linux with glibc, not turned off).
+    """Make glibc keep freed memory in the process for reuse; the mode applied ('1', 'all'), or None.
 
-    By default glibc serves every buffer above its mmap threshold with a fresh mmap and unmaps it on free,
-    so each activation of a large batch costs page faults and zeroing, every operator, every step
-    (system time that doubled the CPU seconds of large condensation steps). With mmap off and no trimming
-    the heap keeps its high-water mark and reuses it.
+    By default glibc serves every buffer above its (adaptive) mmap threshold with a fresh mmap and unmaps it
+    on free, so each activation of a large batch costs page faults and zeroing, every operator, every step.
+    Mode 1 serves buffers up to 32 MiB from the heap and never trims it (no more memory than the default,
+    measured); 'all' turns mmap off, so every buffer is reused: faster still for large batches, but the
+    heap then fragments to 2-3 times the peak memory (bench/speed.py).
     """
-    if os.environ.get(KEEP_MEMORY_ENV, "1") == "0" or not sys.platform.startswith("linux"):
-        return False
+    mode = os.environ.get(KEEP_MEMORY_ENV, "1")
+    if mode == "0" or not sys.platform.startswith("linux"):
+        return None
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # only glibc has mallopt's semantics (musl lacks both)
     except (OSError, AttributeError):
-        return False
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+        return None
+    if mode == "all":
+        applied = libc.mallopt(M_MMAP_MAX, 0)
+    else:
+        applied = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+    return mode if applied and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1) else None
 
 
 def configure_process():

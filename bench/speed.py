@@ -96,7 +96,7 @@ def child_condense(c):
 
     synset = SyntheticSet(c.nclass, c.ipc, 3, c.size, 2, "single", device)
     optimizer = torch.optim.SGD([synset.data], lr=0.1, momentum=0.5)
-    ns = argparse.Namespace(batch_syn_max=200, iter_calib=1, precision=c.precision)
+    ns = argparse.Namespace(batch_syn_max=200, iter_calib=1, precision=c.precision, class_chunk=c.class_chunk)
     update = DANCE.per_class_update if c.update == "per_class" else DANCE.joint_update
 
     def iteration():
@@ -165,9 +165,9 @@ def child_train(c):
 CHILDREN = {"condense": child_condense, "train": child_train}
 
 
-def run_child(kind, config, keep_memory, code=ROOT):
+def run_child(kind, config, allocator, code=ROOT):
     """Run one configuration in a fresh process on the code at `code`; returns its measurements."""
-    env = {**os.environ, "DANCE_KEEP_MEMORY": "1" if keep_memory else "0", "SPEED_CODE": os.path.abspath(code)}
+    env = {**os.environ, "DANCE_KEEP_MEMORY": allocator, "SPEED_CODE": os.path.abspath(code)}
     cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--config", json.dumps(config)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
@@ -197,9 +197,9 @@ def child_main(kind, config):
 
 def with_against(configs, q):
     """Every configuration on this checkout, and (with --against) its twin on the other checkout's code."""
-    rows = [(c, keep, ROOT) for c, keep in configs]
+    rows = [(c, allocator, ROOT) for c, allocator in configs]
     if q.against:  # an older checkout knows neither the allocator setting nor bf16: its fp32 rows, as it ran
-        rows += [(c, False, q.against) for c, keep in configs if not keep and c.get("precision", "fp32") == "fp32"]
+        rows += [(c, "0", q.against) for c, allocator in configs if allocator == "0" and c["precision"] == "fp32"]
     return rows
 
 
@@ -210,9 +210,9 @@ def condense_configs(q):
     rows = []
     for ipc in (1, 10) if q.quick else (1, 10, 50):
         for update in ("per_class", "joint"):
-            for keep, precision in ((True, "fp32"), (False, "fp32"), (True, "bf16")):
+            for allocator, precision in (("0", "fp32"), ("1", "fp32"), ("all", "fp32"), ("1", "bf16")):
                 rows.append(({**shapes, "ipc": ipc, "update": update, "precision": precision, "device": q.device,
-                              "threads": q.threads, "iters": q.iters}, keep))
+                              "threads": q.threads, "iters": q.iters, "class_chunk": q.class_chunk}, allocator))
     return rows
 
 
@@ -227,7 +227,7 @@ def train_configs(q):
     for what, shape, ipc, epochs in cases:
         for n, mode in ((1, "sequential"), (5, "sequential"), (5, "together")):
             rows.append(({**common, "what": what, "shape": shape, "ipc": ipc, "epochs": epochs, "n": n,
-                          "mode": mode}, True, ROOT))
+                          "mode": mode}, "1", ROOT))
     return rows
 
 
@@ -248,11 +248,11 @@ def median_rows(configs, kind, repeats):
     """Measure every (configuration, allocator, code) `repeats` times, interleaved; medians per row."""
     results = [[] for _ in configs]
     for r in range(repeats):
-        for i, (config, keep, code) in enumerate(configs):
-            results[i].append(run_child(kind, config, keep, code))
+        for i, (config, allocator, code) in enumerate(configs):
+            results[i].append(run_child(kind, config, allocator, code))
             label = {k: v for k, v in config.items()
                      if k in ("update", "ipc", "precision", "what", "shape", "n", "mode")}
-            print(f"  repeat {r + 1}/{repeats} {kind} {label} keep_memory={keep} code={code_name(code)}: "
+            print(f"  repeat {r + 1}/{repeats} {kind} {label} allocator={allocator} code={code_name(code)}: "
                   f"{results[i][-1]}", flush=True)
     return [{key: statistics.median(m[key] for m in ms) for key in ms[0]} for ms in results]
 
@@ -262,10 +262,10 @@ def code_name(code):
 
 
 def condense_table(configs, medians):
-    lines = ["| code | IPC | schedule | allocator keeps memory | precision | CPU s/iter | wall s/iter | peak MiB | "
+    lines = ["| code | IPC | schedule | DANCE_KEEP_MEMORY | precision | CPU s/iter | wall s/iter | peak MiB | "
              "host reads/iter |", "|---|---|---|---|---|---|---|---|---|"]
-    for (config, keep, code), m in zip(configs, medians):
-        lines.append(f"| {code_name(code)} | {config['ipc']} | {config['update']} | {'yes' if keep else 'no'} | "
+    for (config, allocator, code), m in zip(configs, medians):
+        lines.append(f"| {code_name(code)} | {config['ipc']} | {config['update']} | {allocator} | "
                      f"{config['precision']} | {m['cpu_s']:.2f} | {m['wall_s']:.2f} | {m['peak_mib']:.0f} | "
                      f"{m['host_reads']:.0f} |")
     return "\n".join(lines)
@@ -278,6 +278,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--iters", type=int, default=2, help="timed condensation iterations per child")
     p.add_argument("--quick", action="store_true", help="small shapes, to check the script")
+    p.add_argument("--class_chunk", type=int, default=1, help="joint: classes per forward pass (DANCE.py's CPU default)")
     p.add_argument("--sections", default="condense,train", help="comma-separated: condense, train")
     p.add_argument("--against", default=None, metavar="CHECKOUT",
                    help="also run every configuration on the code of another checkout (e.g. an older commit)")
@@ -297,8 +298,8 @@ def main():
         medians = median_rows(configs, "condense", q.repeats)
         report += ["", "## Condensation (CIFAR-10 shapes, factor 2, ConvNet-3)" if not q.quick else
                    "## Condensation (quick shapes)", "", condense_table(configs, medians)]
-        data["condense"] = [{"config": c, "keep_memory": k, "code": code_name(code), **m}
-                            for (c, k, code), m in zip(configs, medians)]
+        data["condense"] = [{"config": c, "allocator": a, "code": code_name(code), **m}
+                            for (c, a, code), m in zip(configs, medians)]
     if "train" in q.sections:
         configs = train_configs(q)
         medians = median_rows(configs, "train", q.repeats)

@@ -13,10 +13,14 @@ import utils
 applied = utils.keep_freed_memory()
 def resident():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
-x = torch.ones(64 * 2**20 // 4)  # 64 MiB, far above glibc's default mmap threshold
+x = torch.ones(16 * 2**20 // 4)  # 16 MiB: above glibc's default mmap threshold, within mode 1's
 peak = resident()
 del x
-print(applied, (peak - resident()) // 2**20)
+small = (peak - resident()) // 2**20
+x = torch.ones(64 * 2**20 // 4)  # 64 MiB: above every threshold; only mode 'all' keeps it
+peak = resident()
+del x
+print(applied, small, (peak - resident()) // 2**20)
 """
 
 
@@ -25,14 +29,15 @@ def probe(env_value):
     if env_value is not None:
         env["DANCE_KEEP_MEMORY"] = env_value
     out = subprocess.run([sys.executable, "-c", PROBE, ROOT], env=env, capture_output=True, text=True, timeout=120)
-    applied, released = out.stdout.split()
-    return applied == "True", int(released)
+    applied, small, large = out.stdout.split()
+    return applied, int(small), int(large)
 
 
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and os.path.exists("/proc/self/statm")),
                     reason="glibc's mallopt and /proc are Linux's")
 def test_freed_buffers_stay_in_the_process_unless_turned_off():
-    applied, released = probe(None)
-    assert applied and released < 8  # kept for the next step's activations
-    applied, released = probe("0")
-    assert not applied and released >= 60  # glibc's default: unmapped at once, faulted in again next time
+    assert probe(None)[:2] == ("1", 0)  # up to 32 MiB: kept for the next step's activations
+    applied, small, large = probe("all")
+    assert applied == "all" and small == 0 and large == 0  # every buffer kept
+    applied, small, large = probe("0")
+    assert applied == "None" and small >= 15 and large >= 60  # glibc's default: unmapped at once
