@@ -173,15 +173,20 @@ def per_class_update(synset, sampler, encoder, expert, aug, optimizer, args):
     return inner, inter
 
 
-def step_in_chunks(optimizer, losses):
-    """One SGD step on the sum of the losses `losses` yields, each backpropagated as soon as it is computed
-    (so only one chunk's activations live at a time; the graph they share is kept until the last)."""
+def step_in_chunks(optimizer, z, sizes, loss_of):
+    """One SGD step on the sum over the parts of z (split by `sizes`) of loss_of(i, part).
+
+    Each part's network pass is backpropagated to the part at once, so one chunk's activations live at a
+    time; z's gradient then goes once through the graph that made z (decoding, augmentation).
+    """
     optimizer.zero_grad(set_to_none=True)
-    losses, total = list(losses), 0.0
-    for i, loss_of in enumerate(losses):
-        loss = loss_of()
-        loss.backward(retain_graph=i < len(losses) - 1)
+    parts = [part.detach().requires_grad_() for part in z.split(sizes)]
+    total = 0.0
+    for i, part in enumerate(parts):
+        loss = loss_of(i, part)
+        loss.backward()
         total = total + loss.detach()
+    z.backward(torch.cat([part.grad for part in parts]))
     optimizer.step()
     return total
 
@@ -209,16 +214,21 @@ def joint_update(synset, sampler, encoder, expert, aug, optimizer, args):
         mean_real = class_means(torch.cat([features(encoder, part, precision) for part in z_real]), groups_real,
                                 nclass)
 
-    def inner_loss(a, b):
-        feat_syn = features(encoder, z_syn[a * m:b * m], precision)
+    sizes = [(b - a) * m for a, b in chunks]
+
+    def inner_loss(i, part):
+        a, b = chunks[i]
+        feat_syn = features(encoder, part, precision)
         return ((class_means(feat_syn, groups_syn[a * m:b * m] - a, b - a) - mean_real[a:b]) ** 2).sum()
 
-    inner, inter = step_in_chunks(optimizer, (lambda a=a, b=b: inner_loss(a, b) for a, b in chunks)), 0.0
+    def calibration(i, part):
+        a, b = chunks[i]
+        return calibration_loss(logits(expert, part, precision), groups_syn[a * m:b * m])
+
+    inner, inter = step_in_chunks(optimizer, z_syn, sizes, inner_loss), 0.0
     for _ in range(args.iter_calib if expert is not None else 0):
         z_syn = aug(synset.decoded_per_class(args.batch_syn_max).flatten(0, 1), groups=groups_syn)
-        inter += step_in_chunks(optimizer, (
-            lambda a=a, b=b: calibration_loss(logits(expert, z_syn[a * m:b * m], precision), groups_syn[a * m:b * m])
-            for a, b in chunks))
+        inter += step_in_chunks(optimizer, z_syn, sizes, calibration)
     return inner, inter
 
 
