@@ -2,6 +2,8 @@
 
     python bench/digits.py                       # about 80 minutes on 2 CPU cores
     python bench/digits.py --seeds 0 1 2 --ipcs 1 10 --runs 5 --out results/bench/digits
+    python bench/digits.py --methods random dm dance --flags="--precision bf16" --out results/bench/digits_bf16
+    python bench/digits.py --out results/bench/digits --flags="--parallel 1" --tag sequential  # same sets again
 
 Every row is evaluated with the same protocol (arguments/digits.py: ConvNet-3 width 0.25, 300
 epochs, final-epoch test accuracy), --runs networks per set (default 1); the table gives mean +- std
@@ -12,6 +14,7 @@ Experts are trained once per seed. Writes <out>.md (markdown table) and <out>.js
 """
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import sys
@@ -37,16 +40,18 @@ METHODS = {
 
 def run_rows(q):
     """Accuracy of every method at every ipc and seed: {ipc: {method: [acc per seed]}}, plus the whole set."""
-    table = {ipc: {key: [] for key in METHODS} for ipc in q.ipcs}
+    table = {ipc: {key: [] for key in q.methods} for ipc in q.ipcs}
     whole = []
     for seed in q.seeds:
         root = os.path.join(q.out, f"seed{seed}")
         common = ["-d", "digits", "--device", q.device, "--seed", str(seed),
-                  "--pretrain_dir", os.path.join(root, "experts")]
-        evaluation = common + ["--runs", str(q.runs), "--results", os.path.join(root, "evaluations.jsonl")]
+                  "--pretrain_dir", os.path.join(root, "experts")] + shlex.split(q.flags)
+        results = os.path.join(root, f"evaluations{'_' + q.tag if q.tag else ''}.jsonl")
+        evaluation = common + ["--runs", str(q.runs), "--results", results]
         pretrain.main(parse("pretrain", common))
         for ipc in q.ipcs:
-            for key, (name, flags) in METHODS.items():
+            for key in q.methods:
+                name, flags = METHODS[key]
                 if flags is None:
                     argv = ["--baseline", key, "--ipc", str(ipc)]
                 else:
@@ -74,7 +79,8 @@ def markdown(table, whole, q):
     """The table as markdown, one column per ipc."""
     head = "| method | " + " | ".join(f"IPC {ipc}" for ipc in q.ipcs) + " |"
     lines = [head, "|---|" + "---|" * len(q.ipcs)]
-    for key, (name, _) in METHODS.items():
+    for key in q.methods:
+        name = METHODS[key][0]
         lines.append(f"| {name} | " + " | ".join(fmt(table[ipc][key]) for ipc in q.ipcs) + " |")
     lines.append("| whole training set | " + " | ".join(fmt(whole) for _ in q.ipcs) + " |")
     return "\n".join(lines) + "\n"
@@ -90,16 +96,21 @@ def main():
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=os.path.join("results", "bench", "digits"))
     p.add_argument("--skip_whole", action="store_true", help="skip the whole-training-set row (slowest)")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), help="rows to run")
+    p.add_argument("--flags", default="", help="extra flags for all three scripts, e.g. '--precision bf16'")
+    p.add_argument("--tag", default="", help="name of this variant's results and table (a rerun over the same "
+                                              "--out reuses its experts and sets, e.g. with --flags='--parallel 1')")
     q = p.parse_args()
     start = time.time()
     table, whole = run_rows(q)
     text = markdown(table, whole, q)
-    atomic_write_text(text, q.out + ".md")
-    atomic_write_json({"seeds": q.seeds, "runs": q.runs, "ipcs": q.ipcs, "table": table, "whole": whole,
-                       "seconds": round(time.time() - start)}, q.out + ".json")
+    out = f"{q.out}_{q.tag}" if q.tag else q.out
+    atomic_write_text(text, out + ".md")
+    atomic_write_json({"seeds": q.seeds, "runs": q.runs, "ipcs": q.ipcs, "flags": q.flags, "table": table,
+                       "whole": whole, "seconds": round(time.time() - start)}, out + ".json")
     print(f"\ndigits, final-epoch test accuracy, mean +- std over seeds {q.seeds} (of each seed's mean over "
           f"{q.runs} evaluation networks):\n{text}")
-    print(f"written: {q.out}.md, {q.out}.json ({time.time() - start:.0f} s)")
+    print(f"written: {out}.md, {out}.json ({time.time() - start:.0f} s)")
 
 
 if __name__ == "__main__":
