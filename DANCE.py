@@ -23,7 +23,7 @@ from data.augment import DiffAug, normalize
 from data.datasets import holdout, load_dataset
 from data.sampler import ClassSampler, require_per_class
 from data.synthetic import SyntheticSet
-from models import check_network, make_network, network_config, network_difference, reinitialize_
+from models import check_network, compiled, make_network, network_config, network_difference, reinitialize_
 from records import summary
 from runs import Run, StopSignals, set_description
 from evaluation import eval_recipe, evaluate_set
@@ -38,10 +38,11 @@ class ExpertBank:
     """Every expert's initial and trained weights, loaded ONCE onto the device.
 
     `middle(k, lam)` writes lam * init + (1 - lam) * trained into one reusable module (parameters;
-    buffers are the trained expert's). `expert(k)` is the trained network. No grads anywhere.
+    buffers are the trained expert's). `expert(k)` is the trained network. No grads anywhere. With `compile`
+    both are handed out through torch.compile (the same parameters, so the in-place writes reach them).
     """
 
-    def __init__(self, folder, count, network, device, pretrain_hint, split=None, split_hint=""):
+    def __init__(self, folder, count, network, device, pretrain_hint, split=None, split_hint="", compile=False):
         missing = [p for i in range(count) for p in (expert_path(folder, i, "init"), expert_path(folder, i, "trained"))
                    if not os.path.isfile(p)]
         if missing:
@@ -76,6 +77,8 @@ class ExpertBank:
         self.encoder = self._frozen(network, device)
         self._params = list(self.encoder.parameters())
         self._buffers = list(self.encoder.buffers())
+        self._run_encoder = compiled(self.encoder, compile)
+        self._run_experts = [compiled(e, compile) for e in self.experts]
 
     @staticmethod
     def _frozen(network, device):
@@ -88,7 +91,7 @@ class ExpertBank:
 
     def expert(self, k):
         """The trained expert k."""
-        return self.experts[k]
+        return self._run_experts[k]
 
     @torch.no_grad()
     def middle(self, k, lam):
@@ -98,7 +101,7 @@ class ExpertBank:
         torch._foreach_lerp_(self._params, self.inits[k], lam)
         # NOTE(reference): buffers follow the trained expert (the reference leaves random-init ones)
         copy_all(self._buffers, list(trained.buffers()))
-        return self.encoder
+        return self._run_encoder
 
 
 def copy_all(targets, sources):
@@ -249,13 +252,14 @@ def load_data(args, device):
     return train, val, test.to(device), info
 
 
-def pick_encoder(bank, args, dm_net, network):
+def pick_encoder(bank, args, dm_net, network, run_dm_net=None):
     """This iteration's (middle encoder, trained expert): expert k and lam ~ U(lam_min, lam_max); plain DM without
-    experts: `dm_net` with fresh random weights drawn in place (no calibration)."""
+    experts: `dm_net` with fresh random weights drawn in place (no calibration), run through `run_dm_net` (its
+    compiled twin) when given."""
     if bank is None:
         if not reinitialize_(dm_net):  # spectral norm draws vectors only a new network draws
             dm_net.load_state_dict(make_network(network, "cpu").state_dict())
-        return dm_net, None
+        return run_dm_net or dm_net, None
     k = random.randrange(len(bank))
     lam = args.lam_min + (args.lam_max - args.lam_min) * torch.rand(()).item()
     return bank.middle(k, lam), bank.expert(k)
@@ -279,7 +283,7 @@ def main(args, on_iteration=None):
         split_hint = (f"train experts with the same split: {pretrain_command(args, args.num_premodel, fresh)}, then "
                       f"pass --pretrain_dir {fresh}")
         bank = ExpertBank(args.pretrain_dir, args.num_premodel, network, device,
-                          pretrain_command(args, args.num_premodel), split, split_hint)
+                          pretrain_command(args, args.num_premodel), split, split_hint, args.compile)
 
     # The synthetic set (allocated before the run folder exists), then the run: folder, log and checkpoints.
     synset = SyntheticSet(info.nclass, args.ipc, info.channels, info.size, args.factor, args.decode_type, device)
@@ -339,12 +343,13 @@ def main(args, on_iteration=None):
     # the device only at log, evaluation and checkpoint steps (the finite check included).
     with preserved_rng():  # plain DM redraws this network in place each iteration, as a new one would be drawn
         dm_net = make_network(network, device).requires_grad_(False) if bank is None else None
+    run_dm_net = compiled(dm_net, args.compile and dm_net is not None)
     start = time.time()
     with StopSignals() as stop, tqdm(total=args.niter, initial=first, desc="condense", unit="it", disable=None,
                                      dynamic_ncols=True) as bar:
         log.echo = bar.write
         for k in range(first + 1, args.niter + 1):
-            encoder, expert = pick_encoder(bank, args, dm_net, network)
+            encoder, expert = pick_encoder(bank, args, dm_net, network, run_dm_net)
             with torch.no_grad():
                 synset.data.clamp_(0, 1)
             inner, inter = update(synset, sampler, encoder, expert, aug, optimizer, args)

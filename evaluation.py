@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from models import network_probe
 from train import Recipe, fit, test_accuracy
-from train_many import build_networks, can_vectorise, fit_many, groups_of, test_accuracy_many
+from train_many import build_networks, fit_many, group_size, groups_of, test_accuracy_many
 from utils import UserError
 
 
@@ -25,7 +25,8 @@ def eval_recipe(args, epochs):
     return Recipe(epochs=epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                   batch_size=args.batch_size, dsa_strategy=args.dsa_strategy,
                   mix_p=args.mix_p if args.mixup == "cut" else 0.0, beta=args.beta,
-                  eval_interval=args.eval_interval, eval_aug=args.eval_aug, precision=args.precision)
+                  eval_interval=args.eval_interval, eval_aug=args.eval_aug, precision=args.precision,
+                  compile=args.compile)
 
 
 def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, seed=0, log=print, val=None,
@@ -46,8 +47,8 @@ def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, se
     for run in sorted(done):
         log(f"run {run + 1}/{runs}: final acc {done[run][0]:.2f}  (recorded by an earlier call)")
     todo = [run for run in range(runs) if run not in done]
-    vectorisable = bool(todo) and can_vectorise(network_probe(network))
-    for group in groups_of(todo, parallel, vectorisable):
+    size = group_size(parallel, network_probe(network), device, len(todo)) if todo else 1
+    for group in groups_of(todo, size):
         models = build_networks(network, device, group, seed)
         name = f"run {group[0] + 1}/{runs}" if len(group) == 1 else f"runs {group[0] + 1}-{group[-1] + 1}/{runs}"
         diverged = {}

@@ -21,7 +21,7 @@ from arguments import dataset_tag, parse
 from data.datasets import holdout, load_dataset
 from models import check_network, make_network, network_config, network_difference
 from train import Recipe, fit
-from train_many import build_networks, can_vectorise, fit_many, groups_of
+from train_many import build_networks, fit_many, group_size, groups_of
 from utils import (Logger, UserError, atomic_save, atomic_write_json, check_state_dict, expert_path,
                    git_revision, make_dir, read_json, remove_stale_temps, run_cli, safe_load, seed_everything,
                    select_device)
@@ -35,7 +35,7 @@ def expert_recipe(args):
     return Recipe(epochs=args.pretrain_epochs, lr=args.lr, momentum=args.momentum,
                   weight_decay=args.weight_decay, batch_size=args.batch_real, dsa_strategy="_".join(ops),
                   mix_p=args.mix_p if args.mixup == "cut" else 0.0, beta=args.beta, eval_interval=0,
-                  precision=args.precision)
+                  precision=args.precision, compile=args.compile)
 
 
 def holdout_split(args):
@@ -198,7 +198,7 @@ def main(args):
             if str(index) in manifest["experts"]:
                 log(f"expert {index}: a checkpoint is missing, truncated or mismatched; training it again")
             todo.append(index)
-    for group in groups_of(todo, args.parallel, can_vectorise(probe)):
+    for group in groups_of(todo, group_size(args.parallel, probe, device, len(todo))):
         manifest["experts"].update(train_experts(group, args, network, train, test, info, device, log))
         atomic_write_json(manifest, os.path.join(args.pretrain_dir, MANIFEST))
         discard(progress_path(args.pretrain_dir, group))  # only once the manifest records the experts

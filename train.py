@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from data.augment import DiffAug, ImageNetAug, cutmix, cutmix_loss, normalize
 from data.sampler import epoch_batches, gather, to_float
+from models import compiled
 from utils import rng_state, set_rng_state
 
 
@@ -48,18 +49,19 @@ class Recipe:
     """Optimiser and augmentation settings shared by expert training and evaluation."""
 
     def __init__(self, epochs, lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64,
-                 dsa_strategy="", mix_p=0.5, beta=1.0, eval_interval=0, eval_aug="dsa", precision="fp32"):
+                 dsa_strategy="", mix_p=0.5, beta=1.0, eval_interval=0, eval_aug="dsa", precision="fp32",
+                 compile=False):
         self.epochs, self.lr, self.momentum, self.weight_decay = epochs, lr, momentum, weight_decay
         self.batch_size, self.mix_p, self.beta, self.eval_interval = batch_size, mix_p, beta, eval_interval
-        self.eval_aug, self.precision = eval_aug, precision
+        self.eval_aug, self.precision, self.compile = eval_aug, precision, compile
         # 'imagenet': the reference's torchvision pipeline on [0, 1] pixels, before normalisation, no DSA
         self.dsa_strategy = dsa_strategy if eval_aug == "dsa" else ""
         self.dsa = DiffAug(self.dsa_strategy, batch=False)
         self.pixel_aug = ImageNetAug() if eval_aug == "imagenet" else None
 
     def as_dict(self):
-        """The settings, for logs and result records."""
-        return {k: v for k, v in vars(self).items() if k not in ("dsa", "pixel_aug")}
+        """The settings, for logs and result records (compilation changes how, not what, is computed)."""
+        return {k: v for k, v in vars(self).items() if k not in ("dsa", "pixel_aug", "compile")}
 
     def autocast(self, device):
         """The forward passes' precision: fp32, or bf16 autocast (weights and optimiser stay fp32)."""
@@ -121,11 +123,12 @@ def fit(model, images, labels, test, mean, std, recipe, device, log=None, progre
         scheduler.load_state_dict(start["scheduler"])
         history, first = [tuple(h) for h in start["history"]], start["epoch"] + 1
         set_rng_state(start["rng"])
+    net = compiled(model, recipe.compile)  # shares model's parameters
     for epoch in range(first, recipe.epochs + 1):
-        loss, train_acc = train_epoch(model, optimizer, images, labels, mean, std, recipe, device)
+        loss, train_acc = train_epoch(net, optimizer, images, labels, mean, std, recipe, device)
         scheduler.step()
         if epoch == recipe.epochs or (recipe.eval_interval and epoch % recipe.eval_interval == 0):
-            acc = test_accuracy(model, test, mean, std, device, precision=recipe.precision)
+            acc = test_accuracy(net, test, mean, std, device, precision=recipe.precision)
             history.append((epoch, acc))
             if log:
                 log(f"epoch {epoch}/{recipe.epochs}: train loss {loss:.3f} acc {train_acc:.1f}, test acc {acc:.2f}")

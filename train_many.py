@@ -27,7 +27,7 @@ from torch.nn.utils import parametrize
 
 from data.augment import cross_entropy_many, cutmix_draws, cutmix_loss_many, cutmix_many, normalize
 from data.sampler import gather
-from models import make_network
+from models import compiled, make_network
 from models.convnet import ConvNet
 from train import autocast, milestones, test_batches
 from utils import rng_state, seed_everything, set_rng_state
@@ -120,17 +120,25 @@ class StackedNetworks:
         # The module only supplies the forward code: functional_call swaps in each network's tensors.
         self.base = copy.deepcopy(models[0]).to("meta")
         self.grouped = _groupable(models[0])
+        self._run_grouped, self._run_vmap = _convnet_grouped, self._vmapped
+
+    def compile(self):
+        """Run the forward passes through torch.compile from now on."""
+        self._run_grouped, self._run_vmap = compiled(_convnet_grouped, True), compiled(self._vmapped, True)
 
     def _forward(self, params, buffers, x):
         return functional_call(self.base, (params, buffers), (x,))
+
+    def _vmapped(self, params, buffers, x, shared):
+        return torch.vmap(self._forward, in_dims=(0, 0, None if shared else 0))(params, buffers, x)
 
     def __call__(self, x, shared=False, vmap=False):
         """Logits (N, B, K): network i on its own batch x[i] of x (N, B, C, H, W), or with `shared` every
         network on the one batch x (B, C, H, W). A ConvNet runs grouped (`_convnet_grouped`) unless `vmap`;
         any other architecture runs through torch.vmap over functional_call."""
         if self.grouped and not vmap:
-            return _convnet_grouped(self.base, self.params, x, shared)
-        return torch.vmap(self._forward, in_dims=(0, 0, None if shared else 0))(self.params, self.buffers, x)
+            return self._run_grouped(self.base, self.params, x, shared)
+        return self._run_vmap(self.params, self.buffers, x, shared)
 
     def train(self, mode=True):
         self.base.train(mode)
@@ -239,6 +247,8 @@ def fit_many(models, images, labels, test, mean, std, recipe, device, progress=N
     returning), and passing it back as `start` continues that training exactly.
     """
     net = StackedNetworks(models, device)
+    if recipe.compile:
+        net.compile()
     labels = labels.to(device)
     optimizer = torch.optim.SGD(list(net.params.values()), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
@@ -283,7 +293,25 @@ def build_networks(network, device, indices, seed):
     return models
 
 
-def groups_of(indices, parallel, vectorisable):
-    """Indices split into groups trained together: `parallel` at a time (0: all), singly when not vectorisable."""
-    size = (parallel or len(indices)) if vectorisable else 1
+# --parallel 0 on the CPU groups only ConvNets this narrow: 32 channels (digits' width 0.25) ran grouped as fast as
+# one after another at IPC 10 and faster at IPC 1; 128 channels (width 1) ran 1.2x slower grouped (bench/speed.py).
+CPU_GROUP_CHANNELS = 32
+
+
+def group_size(parallel, model, device, count):
+    """How many of `count` networks like `model` train at once: `parallel` (1: one after another), or for 0 all
+    of them where that pays: on an accelerator every network `can_vectorise` takes, on the CPU a grouped ConvNet
+    of at most CPU_GROUP_CHANNELS channels. Networks `can_vectorise` refuses always train one by one."""
+    if not can_vectorise(model):
+        return 1
+    if parallel:
+        return parallel
+    if torch.device(device).type != "cpu":
+        return max(count, 1)
+    narrow = _groupable(model) and model.layers["conv"][0].out_channels <= CPU_GROUP_CHANNELS
+    return max(count, 1) if narrow else 1
+
+
+def groups_of(indices, size):
+    """Indices split into consecutive groups of `size` (the last one shorter)."""
     return [indices[i:i + size] for i in range(0, len(indices), size)]

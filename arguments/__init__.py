@@ -68,7 +68,12 @@ def _common(p):
     g.add_argument("--eval_interval", type=int, default=250, help="epochs between test checks while training")
     g.add_argument("--parallel", type=int, default=0,
                    help="networks trained at once as one vectorised model: evaluation runs, and experts in "
-                        "pretrain.py; 0: all of them, 1: one after another (each then reproducible on its own)")
+                        "pretrain.py; 0: all of them where that pays (on the CPU only ConvNets of <= 32 channels), "
+                        "1: one after another (each then reproducible on its own)")
+    g.add_argument("--compile", action="store_true",
+                   help="run the networks through torch.compile (condensation encoders and experts, expert and "
+                        "evaluation training): tens of seconds of compilation per process, then 1.3-1.8x faster on "
+                        "the CPU (README, Speed); needs a C++ compiler on the CPU")
     g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="forward passes in fp32, or bf16 autocast (weights, optimiser and synthetic pixels stay fp32): "
                         "condensation, expert training and evaluation")

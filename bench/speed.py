@@ -9,6 +9,7 @@ iter_calib 1, factor 2, one expert); --quick shrinks the shapes to check the scr
     python bench/speed.py --device cuda --threads 0
     python bench/speed.py --quick
     python bench/speed.py --against ../old-checkout  # the same children run on another checkout's code too
+    python bench/speed.py --compile --allocators 1    # torch.compile rows next to their eager twins
 
 Columns: CPU seconds (user + system) and wall seconds per iteration / epoch, peak resident memory (CPU) or
 peak allocated memory (GPU), and the host reads per condensation iteration (aten::_local_scalar_dense in a
@@ -88,7 +89,8 @@ def child_condense(c):
     folder = tempfile.mkdtemp()
     for stage in ("init", "trained"):
         atomic_save(make_network(network, "cpu").state_dict(), expert_path(folder, 0, stage))
-    bank = DANCE.ExpertBank(folder, 1, network, device, "")
+    compile_flag = {"compile": True} if getattr(c, "compile", False) else {}  # older checkouts (--against) lack the argument
+    bank = DANCE.ExpertBank(folder, 1, network, device, "", **compile_flag)
     dsa = DiffAug("color_crop_cutout", batch=True)
 
     def aug(x, groups=None):
@@ -104,6 +106,8 @@ def child_condense(c):
             synset.data.clamp_(0, 1)
         update(synset, sampler, bank.middle(0, 0.5), bank.expert(0), aug, optimizer, ns)
 
+    for _ in range(3 if getattr(c, "compile", False) else 0):  # compilation (one graph per batch shape and grad mode)
+        iteration()
     cpu, wall = _timed(iteration, c.iters, device)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         iteration()
@@ -146,8 +150,9 @@ def child_train(c):
     device = select_device(c.device)
     images, labels, test, mean, std, config, dsa = _training_data(c)
     images, labels, test = images.to(device), labels.to(device), test.to(device)
+    compile_flag = {"compile": True} if getattr(c, "compile", False) else {}
     recipe = Recipe(epochs=c.epochs, batch_size=c.batch_size, dsa_strategy=dsa, mix_p=0.5, eval_interval=0,
-                    precision=c.precision)
+                    precision=c.precision, **compile_flag)
     torch.manual_seed(0)
     models = [make_network({"net_type": "convnet", "config": config}, device) for _ in range(c.n)]
 
@@ -158,7 +163,7 @@ def child_train(c):
             for model in models:
                 fit(model, images, labels, test, mean, std, recipe, device)
 
-    cpu, wall = _timed(train, 1, device)
+    cpu, wall = _timed(train, 1, device)  # the untimed first call compiles (with compile)
     return {"cpu_s": cpu / c.epochs, "wall_s": wall / c.epochs, "peak_mib": _peak_mib(device)}
 
 
@@ -199,7 +204,8 @@ def with_against(configs, q):
     """Every configuration on this checkout, and (with --against) its twin on the other checkout's code."""
     rows = [(c, allocator, ROOT) for c, allocator in configs]
     if q.against:  # an older checkout knows neither the allocator setting nor bf16: its fp32 rows, as it ran
-        rows += [(c, "0", q.against) for c, allocator in configs if allocator == "0" and c["precision"] == "fp32"]
+        rows += [(c, "0", q.against) for c, allocator in configs
+                 if allocator == "0" and c["precision"] == "fp32" and not c["compile"]]
     return rows
 
 
@@ -210,9 +216,13 @@ def condense_configs(q):
     rows = []
     for ipc in (1, 10) if q.quick else (1, 10, 50):
         for update in ("per_class", "joint"):
-            for allocator, precision in (("0", "fp32"), ("1", "fp32"), ("all", "fp32"), ("1", "bf16")):
+            for allocator, precision, compile in (("0", "fp32", False), ("1", "fp32", False), ("all", "fp32", False),
+                                                  ("1", "bf16", False), ("1", "fp32", True), ("1", "bf16", True)):
+                if (compile and not q.compile) or allocator not in q.allocators:
+                    continue
                 rows.append(({**shapes, "ipc": ipc, "update": update, "precision": precision, "device": q.device,
-                              "threads": q.threads, "iters": q.iters, "class_chunk": q.class_chunk}, allocator))
+                              "threads": q.threads, "iters": q.iters, "class_chunk": q.class_chunk,
+                              "compile": compile}, allocator))
     return rows
 
 
@@ -225,22 +235,26 @@ def train_configs(q):
     if q.quick:
         cases = [("evaluation", "digits", 10, 10), ("pretraining", "digits", 0, 1)]
     for what, shape, ipc, epochs in cases:
-        for n, mode in ((1, "sequential"), (5, "sequential"), (5, "together")):
+        for n, mode, compile in ((1, "sequential", False), (5, "sequential", False), (5, "together", False),
+                                 (1, "sequential", True), (5, "together", True)):
+            if compile and not q.compile:
+                continue
             rows.append(({**common, "what": what, "shape": shape, "ipc": ipc, "epochs": epochs, "n": n,
-                          "mode": mode}, "1", ROOT))
+                          "mode": mode, "compile": compile}, "1", ROOT))
     return rows
 
 
 def train_table(configs, medians):
-    lines = ["| what | data | networks | how | wall s/epoch | CPU s/epoch | vs one network | vs 5 one after another |",
-             "|---|---|---|---|---|---|---|---|"]
-    by_key = {(c["what"], c["shape"], c["ipc"], c["n"], c["mode"]): m for (c, _, _), m in zip(configs, medians)}
+    lines = ["| what | data | networks | how | compile | wall s/epoch | CPU s/epoch | vs one network | "
+             "vs 5 one after another |", "|---|---|---|---|---|---|---|---|---|"]
+    by_key = {(c["what"], c["shape"], c["ipc"], c["n"], c["mode"], c["compile"]): m
+              for (c, _, _), m in zip(configs, medians)}
     for (c, _, _), m in zip(configs, medians):
-        one = by_key[(c["what"], c["shape"], c["ipc"], 1, "sequential")]["wall_s"]
-        five = by_key.get((c["what"], c["shape"], c["ipc"], 5, "sequential"), {}).get("wall_s")
+        one = by_key[(c["what"], c["shape"], c["ipc"], 1, "sequential", False)]["wall_s"]
+        five = by_key[(c["what"], c["shape"], c["ipc"], 5, "sequential", False)]["wall_s"]
         data = f"{c['shape']}, " + (f"IPC {c['ipc']}" if c["ipc"] else "whole training set")
-        lines.append(f"| {c['what']} | {data} | {c['n']} | {c['mode']} | {m['wall_s']:.3f} | {m['cpu_s']:.3f} | "
-                     f"{m['wall_s'] / one:.2f}x | {m['wall_s'] / five:.2f}x |")
+        lines.append(f"| {c['what']} | {data} | {c['n']} | {c['mode']} | {'yes' if c['compile'] else 'no'} | "
+                     f"{m['wall_s']:.3f} | {m['cpu_s']:.3f} | {m['wall_s'] / one:.2f}x | {m['wall_s'] / five:.2f}x |")
     return "\n".join(lines)
 
 
@@ -251,7 +265,7 @@ def median_rows(configs, kind, repeats):
         for i, (config, allocator, code) in enumerate(configs):
             results[i].append(run_child(kind, config, allocator, code))
             label = {k: v for k, v in config.items()
-                     if k in ("update", "ipc", "precision", "what", "shape", "n", "mode")}
+                     if k in ("update", "ipc", "precision", "what", "shape", "n", "mode", "compile")}
             print(f"  repeat {r + 1}/{repeats} {kind} {label} allocator={allocator} code={code_name(code)}: "
                   f"{results[i][-1]}", flush=True)
     return [{key: statistics.median(m[key] for m in ms) for key in ms[0]} for ms in results]
@@ -262,11 +276,11 @@ def code_name(code):
 
 
 def condense_table(configs, medians):
-    lines = ["| code | IPC | schedule | DANCE_KEEP_MEMORY | precision | CPU s/iter | wall s/iter | peak MiB | "
-             "host reads/iter |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| code | IPC | schedule | DANCE_KEEP_MEMORY | precision | compile | CPU s/iter | wall s/iter | "
+             "peak MiB | host reads/iter |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (config, allocator, code), m in zip(configs, medians):
         lines.append(f"| {code_name(code)} | {config['ipc']} | {config['update']} | {allocator} | "
-                     f"{config['precision']} | {m['cpu_s']:.2f} | {m['wall_s']:.2f} | {m['peak_mib']:.0f} | "
+                     f"{config['precision']} | {'yes' if config.get('compile') else 'no'} | {m['cpu_s']:.2f} | {m['wall_s']:.2f} | {m['peak_mib']:.0f} | "
                      f"{m['host_reads']:.0f} |")
     return "\n".join(lines)
 
@@ -280,6 +294,10 @@ def main():
     p.add_argument("--quick", action="store_true", help="small shapes, to check the script")
     p.add_argument("--class_chunk", type=int, default=1, help="joint: classes per forward pass (DANCE.py's CPU default)")
     p.add_argument("--sections", default="condense,train", help="comma-separated: condense, train")
+    p.add_argument("--allocators", nargs="+", default=["0", "1", "all"], choices=["0", "1", "all"],
+                   help="DANCE_KEEP_MEMORY settings of the condensation rows")
+    p.add_argument("--compile", action="store_true", help="add torch.compile rows (each child compiles anew: "
+                                                          "tens of seconds more per row)")
     p.add_argument("--against", default=None, metavar="CHECKOUT",
                    help="also run every configuration on the code of another checkout (e.g. an older commit)")
     p.add_argument("--out", default=os.path.join("results", "bench", "speed"))

@@ -14,7 +14,8 @@ from data.datasets import Split
 from models import build_model
 from train import Recipe, fit
 from train import test_accuracy as accuracy_of
-from train_many import StackedNetworks, can_vectorise, fit_many
+from models.convnet import ConvNet
+from train_many import CPU_GROUP_CHANNELS, StackedNetworks, can_vectorise, fit_many, group_size, groups_of
 from train_many import test_accuracy_many as accuracies_of
 from utils import rng_state, seed_everything
 
@@ -254,3 +255,12 @@ def test_no_scalar_reads_in_the_training_loop(data):
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fit_many(networks(2), images, labels, test, MEAN, STD, recipe, "cpu")
     assert not [e.key for e in prof.key_averages() if e.key == "aten::_local_scalar_dense"]
+
+
+def test_group_size_follows_parallel_and_groups_on_the_cpu_only_narrow_convnets():
+    narrow, wide = networks(1)[0], ConvNet(4, 3, 16, 2, 1.0)
+    assert narrow.layers["conv"][0].out_channels <= CPU_GROUP_CHANNELS < wide.layers["conv"][0].out_channels
+    assert group_size(0, narrow, "cpu", 5) == 5 and group_size(0, wide, "cpu", 5) == 1
+    assert group_size(0, wide, "cuda", 5) == 5 and group_size(0, networks(1, "resnet_ap")[0], "cpu", 5) == 1
+    assert group_size(2, wide, "cpu", 5) == 2 and group_size(3, networks(1, norm="batch")[0], "cuda", 5) == 1
+    assert groups_of([0, 1, 2, 3, 4], 2) == [[0, 1], [2, 3], [4]]
