@@ -23,6 +23,7 @@ from data.augment import DiffAug, normalize
 from data.datasets import holdout, load_dataset
 from data.sampler import ClassSampler, require_per_class
 from data.synthetic import SyntheticSet
+from distributed import launched
 from models import check_network, compiled, make_network, network_config, network_difference, reinitialize_
 from records import summary
 from runs import Run, StopSignals, set_description
@@ -268,6 +269,9 @@ def pick_encoder(bank, args, dm_net, network, run_dm_net=None):
 def main(args, on_iteration=None):
     """Condense; `on_iteration(k, synset, bank)`, if given, runs after iteration k = 1..niter (for analyses)."""
     # Set up: device, seed, data and network, every input checked before anything is written.
+    if launched():
+        raise UserError("DANCE.py runs as one process (classes are not yet sharded across ranks); start it with "
+                        "python, not torchrun (pretrain.py and evaluate.py do shard under torchrun)")
     device = select_device(args.device)
     seed_everything(args.seed)
     train, val, test, info = load_data(args, device)

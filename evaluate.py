@@ -26,6 +26,7 @@ from data.sampler import require_per_class
 from data.synthetic import SyntheticSet, load_set, read_description
 from models import MODELS, check_network, make_network, network_config
 from records import evaluation_key, finished_runs, record_evaluation, record_run, summarize, summary, summary_table
+from distributed import end_world, start_world
 from evaluation import eval_recipe, evaluate_set
 from utils import (UserError, check_state_dict, expert_path, git_revision, run_cli, safe_load, seed_everything,
                    select_device)
@@ -111,7 +112,20 @@ def main(args):
     if args.summarize:
         print(summarize(args.summarize))
         return None
-    device = select_device(args.device)
+    world, device = start_world(select_device(args.device))
+    try:
+        entries = evaluate_all(args, world, device)
+    except BaseException:
+        end_world(world, clean=False)  # torchrun then stops the other ranks
+        raise
+    end_world(world)
+    return entries
+
+
+def evaluate_all(args, world, device):
+    """Every (set, network) job; under torchrun each job's runs are dealt out to the ranks and rank 0 alone
+    prints and writes the records (one per job, with all its runs)."""
+    say = print if world.main else (lambda *a, **k: None)
     seed_everything(args.seed)  # a random baseline's subset depends on --seed alone, not on what ran before
     if (args.data is None) == (args.baseline is None):
         raise UserError("pass either --data PATH.pt (sets written by DANCE.py) or --baseline random|herding|"
@@ -128,26 +142,28 @@ def main(args):
     for s, label, network in jobs:
         own = s.args
         recipe = eval_recipe(own, own.eval_epochs or ipc_epochs(s.ipc, own.factor, info.nclass))
-        print(f"\n{s.name} ({len(s.images)} training images) on {label}: {recipe.epochs} epochs, "
-              f"{args.runs} runs on {device}")
+        say(f"\n{s.name} ({len(s.images)} training images) on {label}: {recipe.epochs} epochs, "
+            f"{args.runs} runs on {device}" + (f" and {world.size - 1} more process(es)" if world.size > 1 else ""))
         description = {"set": s.identity, "dataset": dataset_tag(own), "factor": own.factor,
                        "decode_type": own.decode_type, "network": network, "protocol": recipe.as_dict(),
                        "seed": args.seed}
         key = evaluation_key(description)
+        record = (lambda run, final, best: record_run(args.results, key, run, final, best)) if world.main else None
         result = evaluate_set(s.images, s.labels, test, info, network, recipe, device, runs=args.runs,
-                              seed=args.seed, done=finished_runs(args.results, key), progress=True, strict=True,
-                              parallel=args.parallel,
-                              on_run=lambda run, final, best: record_run(args.results, key, run, final, best))
-        print(summary(result))
+                              seed=args.seed, done=finished_runs(args.results, key), progress=world.main,
+                              strict=True, parallel=args.parallel, on_run=record, world=world,
+                              log=say)
+        say(summary(result))
         entry = {"set": s.name, "key": key, "dataset": dataset_tag(own), "ipc": s.ipc, "factor": own.factor,
                  "decode_type": own.decode_type, "network": label, "network_config": network,
                  "protocol": recipe.as_dict(), "seed": args.seed, **s.origin, "git": git_revision(),
                  "time": time.strftime("%Y-%m-%d %H:%M:%S"), **result}
-        record_evaluation(args.results, entry)
+        if world.main:
+            record_evaluation(args.results, entry)
         entries.append(entry)
-    print("\n" + summary_table(entries))
-    print(f"\n{len(entries)} evaluation(s) appended to {args.results} (python evaluate.py --summarize "
-          f"{args.results} shows them all)")
+    say("\n" + summary_table(entries))
+    say(f"\n{len(entries)} evaluation(s) appended to {args.results} (python evaluate.py --summarize "
+        f"{args.results} shows them all)")
     return entries
 
 

@@ -30,13 +30,15 @@ def eval_recipe(args, epochs):
 
 
 def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, seed=0, log=print, val=None,
-                 done=None, on_run=None, progress=False, strict=False, parallel=0):
+                 done=None, on_run=None, progress=False, strict=False, parallel=0, world=None):
     """Train `runs` fresh networks on (images, labels); return per-run final/best test accuracies.
 
     With a `val` split, each new run's final accuracy on it is returned too (for model selection).
     `done` maps run index -> (final, best) already known; `on_run` is called after each new run;
     `progress` shows a bar of the epochs. A run whose training loss turns NaN or Inf stops the
     evaluation with a UserError when `strict`, else it is logged as diverged (its accuracy is chance).
+    Under torchrun (`world` of several ranks) run r trains on rank (position of r among the new runs) mod N;
+    every rank returns the whole result, and `on_run` is called for every new run once all have finished.
     """
     if torch.is_tensor(images):
         images = images.to(device)
@@ -47,8 +49,11 @@ def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, se
     for run in sorted(done):
         log(f"run {run + 1}/{runs}: final acc {done[run][0]:.2f}  (recorded by an earlier call)")
     todo = [run for run in range(runs) if run not in done]
-    size = group_size(parallel, network_probe(network), device, len(todo)) if todo else 1
-    for group in groups_of(todo, size):
+    sharded = world is not None and world.size > 1
+    mine = world.owned(todo) if sharded else todo
+    size = group_size(parallel, network_probe(network), device, len(mine)) if mine else 1
+    new = {}
+    for group in groups_of(mine, size):
         models = build_networks(network, device, group, seed)
         name = f"run {group[0] + 1}/{runs}" if len(group) == 1 else f"runs {group[0] + 1}-{group[-1] + 1}/{runs}"
         diverged = {}
@@ -76,14 +81,23 @@ def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, se
             vals.update(zip(group, accs))
         for run, result in zip(group, fitted):
             final, best = result["final"], result["best"]
-            results[run] = (final, best)
+            results[run] = new[run] = (final, best)
             if run in diverged:
                 failed.append(run + 1)
                 log(f"run {run + 1}/{runs}: warning: the training loss became NaN or Inf at epoch {diverged[run]}; "
                     f"lower --lr")
-            if on_run is not None:
+            if on_run is not None and not sharded:
                 on_run(run, final, best)
             log(f"run {run + 1}/{runs}: final acc {final:.2f}  (best over test checks {best:.2f})")
+    if sharded:  # every rank's runs, on every rank
+        for part_new, part_vals, part_failed in world.gather((new, vals, failed)):
+            results.update(part_new)
+            vals.update(part_vals)
+            failed += [r for r in part_failed if r not in failed]
+            for run, (final, best) in sorted(part_new.items()):
+                if on_run is not None:
+                    on_run(run, final, best)
+        failed.sort()
     finals = [results[run][0] for run in range(runs)]
     bests = [results[run][1] for run in range(runs)]
     out = {"final": finals, "best": bests, "mean": statistics.mean(finals), "std": statistics.pstdev(finals),

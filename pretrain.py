@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from arguments import dataset_tag, parse
 from data.datasets import holdout, load_dataset
+from distributed import end_world, start_world
 from models import check_network, make_network, network_config, network_difference
 from train import Recipe, fit
 from train_many import build_networks, fit_many, group_size, groups_of
@@ -172,8 +173,24 @@ def discard(path):
         raise UserError(f"could not remove {path}: {e.strerror or e}; check the folder's permissions") from None
 
 
+def rank_log(world, log):
+    """Rank 0's log (file and terminal); other ranks print their lines, prefixed, and write nothing."""
+    return log if world.main else (lambda msg: print(f"[rank {world.rank}] {msg}", flush=True))
+
+
 def main(args):
-    device = select_device(args.device)
+    world, device = start_world(select_device(args.device))
+    try:
+        train_all(args, world, device)
+    except BaseException:
+        end_world(world, clean=False)  # torchrun then stops the other ranks
+        raise
+    end_world(world)
+
+
+def train_all(args, world, device):
+    """Every expert not yet finished; under torchrun, expert i trains on rank i mod N (its own files written
+    there) and rank 0 records them all in the manifest."""
     seed_everything(args.seed)
     train, test, info = load_dataset(args.dataset, args.data_dir, download=args.download, size=args.size,
                                      nclass=args.nclass, phase=args.phase)
@@ -184,26 +201,45 @@ def main(args):
     check_network(network)
     manifest = load_manifest(args.pretrain_dir, new_manifest(args, network))
     probe = make_network(network, "cpu")  # a network too large for memory fails here, before any file is written
-    make_dir(args.pretrain_dir, "--pretrain_dir")
-    remove_stale_temps(args.pretrain_dir)
-    log = Logger(args.pretrain_dir)
-    log(f"pretrain {dataset_tag(args)} on {device}, git {git_revision()}: {vars(args)}")
-    atomic_write_json(vars(args), os.path.join(args.pretrain_dir, "args.json"))
+    if world.main:
+        make_dir(args.pretrain_dir, "--pretrain_dir")
+        remove_stale_temps(args.pretrain_dir)
+    world.barrier()  # the folder exists (and holds no stale temporary files) before any rank writes to it
+    log = rank_log(world, Logger(args.pretrain_dir))
+    log(f"pretrain {dataset_tag(args)} on {device}"
+        f"{f' (rank {world.rank} of {world.size})' if world.size > 1 else ''}, git {git_revision()}: {vars(args)}")
+    if world.main:
+        atomic_write_json(vars(args), os.path.join(args.pretrain_dir, "args.json"))
     todo = []
     for index in range(args.pretrain_amount):
         if is_finished(args.pretrain_dir, index, manifest, probe):
-            log(f"expert {index}: already trained, skipped")
-            discard(progress_path(args.pretrain_dir, [index]))
+            if world.main:
+                log(f"expert {index}: already trained, skipped")
+                discard(progress_path(args.pretrain_dir, [index]))
         else:
-            if str(index) in manifest["experts"]:
+            if str(index) in manifest["experts"] and world.main:
                 log(f"expert {index}: a checkpoint is missing, truncated or mismatched; training it again")
             todo.append(index)
-    for group in groups_of(todo, group_size(args.parallel, probe, device, len(todo))):
-        manifest["experts"].update(train_experts(group, args, network, train, test, info, device, log))
-        atomic_write_json(manifest, os.path.join(args.pretrain_dir, MANIFEST))
-        discard(progress_path(args.pretrain_dir, group))  # only once the manifest records the experts
-    accs = [manifest["experts"][str(i)]["test_acc"] for i in range(args.pretrain_amount)]
-    log(f"{len(accs)} experts in {args.pretrain_dir}: mean test acc {sum(accs) / len(accs):.2f}")
+    world.barrier()  # every rank has read the manifest before rank 0 rewrites it
+    mine, trained = world.owned(todo), []
+    for group in groups_of(mine, group_size(args.parallel, probe, device, len(mine))):
+        records = train_experts(group, args, network, train, test, info, device, log)
+        if world.size == 1:
+            manifest["experts"].update(records)
+            atomic_write_json(manifest, os.path.join(args.pretrain_dir, MANIFEST))
+            discard(progress_path(args.pretrain_dir, group))  # only once the manifest records the experts
+        trained.append((group, records))
+    if world.size > 1:
+        everything = [part for rank_parts in world.gather(trained) for part in rank_parts]
+        if world.main:
+            for group, records in everything:
+                manifest["experts"].update(records)
+            atomic_write_json(manifest, os.path.join(args.pretrain_dir, MANIFEST))
+            for group, _ in everything:
+                discard(progress_path(args.pretrain_dir, group))
+    if world.main:
+        accs = [manifest["experts"][str(i)]["test_acc"] for i in range(args.pretrain_amount)]
+        log(f"{len(accs)} experts in {args.pretrain_dir}: mean test acc {sum(accs) / len(accs):.2f}")
 
 
 if __name__ == "__main__":

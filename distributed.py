@@ -1,0 +1,77 @@
+"""Several processes under torchrun: who this process is, what it owns, and gathering what the others found.
+
+`torchrun --nproc_per_node N script.py ...` sets RANK, WORLD_SIZE and LOCAL_RANK; without them (a plain
+`python script.py`) the world is this one process and nothing here talks to anyone. Work is dealt out
+round robin (item i to rank i mod N), so an item's owner is fixed by its index alone. Rank 0 alone writes
+shared files (manifests, logs, results); files that belong to one item (an expert's checkpoints) are
+written by the rank that owns it, so the output folder must be one every rank sees (one machine, or a
+shared filesystem across nodes).
+"""
+import os
+
+import torch
+import torch.distributed as dist
+
+from utils import UserError
+
+
+class World:
+    """This process's place among the torchrun processes: rank, size, and the device it drives."""
+
+    def __init__(self, rank=0, size=1, local_rank=0):
+        self.rank, self.size, self.local_rank = rank, size, local_rank
+
+    @property
+    def main(self):
+        """True on the one process that writes shared files and prints."""
+        return self.rank == 0
+
+    def owned(self, items):
+        """The items this rank works on: item i of `items` goes to rank i mod size."""
+        return list(items)[self.rank::self.size]
+
+    def gather(self, obj):
+        """Every rank's `obj` (picklable), in rank order, on every rank; [obj] in a one-process world."""
+        if self.size == 1:
+            return [obj]
+        out = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self):
+        if self.size > 1:
+            dist.barrier()
+
+
+def launched():
+    """True when torchrun (or another launcher setting WORLD_SIZE > 1) started this process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def start_world(device):
+    """Join the torchrun processes (gloo on the CPU, NCCL on CUDA, one GPU per LOCAL_RANK); returns (World,
+    this rank's device). Without torchrun: a one-process World and `device` unchanged."""
+    if not launched():
+        return World(), device
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"LOCAL_RANK {local_rank} has no GPU ({torch.cuda.device_count()} visible); start at most "
+                            f"{torch.cuda.device_count()} processes per node (--nproc_per_node)")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise UserError(f"torchrun with --device {device.type} is not supported; use cuda or cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return World(rank, size, local_rank), device
+
+
+def end_world(world, clean=True):
+    """Leave the process group: after a last barrier when `clean` (no rank exits while another still gathers);
+    at once after an error, which must not wait for ranks that will never arrive."""
+    if world.size > 1 and dist.is_initialized():
+        if clean:
+            dist.barrier()
+        dist.destroy_process_group()
