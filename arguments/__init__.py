@@ -34,7 +34,8 @@ def _common(p):
                    help="dataset root (torchvision layout for mnist/fashion/svhn/cifar; the unpacked "
                         "folder for tinyimagenet, the ImageNet family and 'folder')")
     g.add_argument("--download", action="store_true", help="let torchvision fetch mnist/fashion/svhn/cifar")
-    g.add_argument("--nclass", type=int, default=10, help="imagenet only: 10 or 100 classes of class100.txt")
+    g.add_argument("--nclass", type=int, default=10, help="imagenet only: 10 or 100 classes of class100.txt, or the number of class "
+                        "folders in train/ for all of them (ImageNet-1K: 1000)")
     g.add_argument("--phase", type=int, default=0, help="imagenet only: which slice of nclass classes")
     g.add_argument("--size", type=int, default=None,
                    help="image-file datasets (folder, tinyimagenet, the ImageNet family): resize to size x size "
@@ -221,7 +222,7 @@ def ipc_epochs(ipc, factor, nclass, bound=0):
             break
     else:
         epochs = 300
-    if nclass == 100:
+    if nclass >= 100:  # the official code's 100-class schedule, also for every class (ImageNet-1K)
         epochs = int(epochs * 2 / 3) // 100 * 100
     return epochs
 

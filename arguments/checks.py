@@ -87,8 +87,9 @@ def _data_flags(a):
         if not spec.resizable and a.size != spec.size:
             raise UserError(f"{a.dataset} images are {spec.size}x{spec.size}; --size {a.size} applies only to "
                             f"image-folder datasets: drop it")
-    if a.dataset == "imagenet" and a.nclass not in (10, 100):
-        raise UserError(f"-d imagenet supports --nclass 10 or 100 (got {a.nclass})")
+    if a.dataset == "imagenet" and a.nclass < 2:
+        raise UserError(f"-d imagenet takes --nclass 10 or 100 (slices of class100.txt) or the number of class "
+                        f"folders in train/ (every class, e.g. 1000), not {a.nclass}")
     if a.phase < 0:
         raise UserError(f"--phase must be at least 0 (got {a.phase})")
     factor = getattr(a, "factor", 1)

@@ -270,11 +270,19 @@ def peek_imagenet_subset(name, root, size=None, **_):
 
 
 def _imagenet_classes(name, root, nclass, phase, seed):
-    """(train_dir, val_dir, nclass, classes): the ImageNet-10/100 class slice, in label order."""
+    """(train_dir, val_dir, nclass, classes): the ImageNet-10/100 class slice, in label order; any other --nclass
+    takes every class folder of train/, sorted by WNID (ImageNet-1K: --nclass 1000), and must name their count."""
     nclass = 10 if nclass is None else nclass
-    if nclass not in (10, 100):
-        raise UserError(f"imagenet supports --nclass 10 or 100, not {nclass}")
     train_dir, val_dir = _imagenet_dirs(name, root)
+    if nclass not in (10, 100):
+        folders = list_classes(train_dir)
+        if nclass != len(folders):
+            raise UserError(f"--nclass {nclass}: imagenet takes 10 or 100 (slices of class100.txt) or every class "
+                            f"folder of {train_dir}, of which there are {len(folders)}; pass --nclass {len(folders)}")
+        if phase:
+            raise UserError(f"--phase {phase} selects a slice of 10 or 100 classes; with every class (--nclass "
+                            f"{nclass}) drop it")
+        return train_dir, val_dir, nclass, folders
     p = max(0, phase or 0)  # REFERENCE.md 9: phase -1 (the reference default) means slice 0
     if not seed:
         pool = read_class_file("class100")

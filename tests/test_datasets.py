@@ -206,10 +206,23 @@ def test_imagenet_streams_the_class100_slice(tmp_path):
     assert len(train) == 40 and len(test) == 10
     assert torch.equal(train.images[0], load_image(train.images.paths[0], 224))
     assert [os.path.basename(os.path.dirname(p)) for p in train.images.paths[::4]] == list(info.class_names)
-    with pytest.raises(UserError, match="--nclass 10 or 100"):
+    with pytest.raises(UserError, match="--nclass 7: imagenet takes 10 or 100 .* of which there are 11; pass --nclass 11"):
         load_dataset("imagenet", root, nclass=7)
     with pytest.raises(UserError, match="--phase"):
         load_dataset("imagenet", root, nclass=100, phase=1)
+
+
+def test_imagenet_every_class_folder_sorted_by_wnid(tmp_path):
+    """ImageNet-1K's selection (--nclass 1000: all of train/, sorted WNIDs), scaled down to 12 folders."""
+    root = F.write_imagenet(tmp_path, nclass=10, distractors=2)
+    folders = sorted(os.listdir(tmp_path / "train"))
+    assert len(folders) == 12
+    train, test, info = load_dataset("imagenet", root, nclass=12)
+    assert list(info.class_names) == folders and info.nclass == 12
+    assert isinstance(train.images, ImageFiles) and sorted(set(train.labels.tolist())) == list(range(12))
+    assert [os.path.basename(os.path.dirname(p)) for p in train.images.paths[::4]] == folders
+    with pytest.raises(UserError, match="drop it"):
+        load_dataset("imagenet", root, nclass=12, phase=1)
 
 
 def test_imagenet_seeded_class_subset(tmp_path):
