@@ -253,6 +253,15 @@ def load_data(args, device):
     return train, val, test.to(device), info
 
 
+def save_set_grid(synset, info, path, per_class=10, classes=20):
+    """The stored images as a PNG, one row per class (its first `per_class` images) labelled with the class name,
+    for the first `classes` classes."""
+    per = min(synset.ipc, per_class)
+    rows = synset.data.detach()[:synset.nclass * synset.ipc].view(synset.nclass, synset.ipc, *synset.data.shape[1:])
+    names = list(info.class_names or range(synset.nclass))[:classes]
+    save_grid(rows[:classes, :per].flatten(0, 1), path, nrow=per, max_images=per * classes, labels=names)
+
+
 def pick_encoder(bank, args, dm_net, network, run_dm_net=None):
     """This iteration's (middle encoder, trained expert): expert k and lam ~ U(lam_min, lam_max); plain DM without
     experts: `dm_net` with fresh random weights drawn in place (no calibration), run through `run_dm_net` (its
@@ -302,7 +311,7 @@ def main(args, on_iteration=None):
     else:
         synset.init(args.init, sampler)
         synset.save(run.path("data_0.pt"), set_description(args, info, 0))
-        save_grid(synset.data, run.path("init.png"))
+        save_set_grid(synset, info, run.path("init.png"))
     optimizer = torch.optim.SGD([synset.data], lr=args.lr_img, momentum=args.mom_img)
     dsa = DiffAug(args.aug_type, batch=True)
 
@@ -321,7 +330,7 @@ def main(args, on_iteration=None):
         nonlocal best
         description = set_description(args, info, k)
         synset.save(run.path(f"data_{k}.pt"), description)
-        save_grid(synset.data, run.path(f"img{k}.png"))
+        save_set_grid(synset, info, run.path(f"img{k}.png"))
         if not args.eval_every:
             return
         split_name = "held-out" if val is not None else "test"

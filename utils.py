@@ -342,16 +342,31 @@ class Logger:
                             f"and free space") from None
 
 
-def save_grid(images, path, nrow=10, max_images=200, max_width=64):
-    """Save the first `max_images` images ([0,1] pixels) as a PNG grid, atomically."""
-    from torchvision.utils import save_image
+def save_grid(images, path, nrow=10, max_images=200, max_width=64, labels=None, min_width=48):
+    """Save the first `max_images` images ([0,1] pixels) as a PNG grid of `nrow` per row, atomically; with
+    `labels`, one per row, each row's label is written in a margin on its left (class names)."""
+    from PIL import Image, ImageDraw
+    from torchvision.utils import make_grid
 
     x = images[:max_images].detach().float().cpu().clamp(0, 1)
     if x.shape[-1] > max_width:
         x = torch.nn.functional.interpolate(x, size=(max_width, max_width), mode="nearest")
-    elif x.shape[-1] < 32:  # tiny images (digits) are enlarged so a person can see them
-        x = torch.nn.functional.interpolate(x, scale_factor=-(-32 // x.shape[-1]), mode="nearest")
-    _atomic_write(path, lambda f: save_image(x, f, nrow=nrow, format="png"))
+    elif x.shape[-1] < min_width:  # tiny images (digits) are enlarged so a person can see them
+        x = torch.nn.functional.interpolate(x, scale_factor=-(-min_width // x.shape[-1]), mode="nearest")
+    pad = 2
+    grid = make_grid(x, nrow=nrow, padding=pad, pad_value=1.0)
+    picture = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
+    if labels:
+        draw = ImageDraw.Draw(picture)
+        margin = 8 + max(int(draw.textlength(str(label))) for label in labels)
+        canvas = Image.new("RGB", (picture.width + margin, picture.height), "white")
+        canvas.paste(picture, (margin, 0))
+        draw = ImageDraw.Draw(canvas)
+        step = x.shape[-2] + pad
+        for row, label in enumerate(labels[:-(-len(x) // nrow)]):
+            draw.text((4, pad + row * step + x.shape[-2] // 2 - 5), str(label), fill="black")
+        picture = canvas
+    _atomic_write(path, lambda f: picture.save(f, format="png"))
 
 
 @contextmanager

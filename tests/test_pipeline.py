@@ -95,12 +95,23 @@ def test_command_lines_end_to_end(tmp_path):
 
 
 def test_quickstart_short_path(tmp_path, monkeypatch, capsys):
+    """Every row at IPC 1, the random one from a new subset per evaluation network, and the grid it names."""
     import quickstart
     monkeypatch.chdir(tmp_path)
-    argv = ["--device", "cpu", "--pretrain_epochs", "1", "--niter", "2", "--eval_epochs", "1", "--runs", "1",
+    drawn, real = [], evaluate.real_subset
+    monkeypatch.setattr(evaluate, "real_subset", lambda kind, *a, **kw: drawn.append((kind, real(kind, *a, **kw)))
+                        or drawn[-1][1])
+    argv = ["--device", "cpu", "--pretrain_epochs", "1", "--niter", "2", "--eval_epochs", "1", "--runs", "3",
             "--ipc", "1"]
-    rows = quickstart.main(quickstart.quickstart_parser().parse_args(argv))
-    assert [name for name, _ in rows] == ["DANCE (condensed)", "random real subset", "whole training set"]
+    table, whole = quickstart.main(quickstart.quickstart_parser().parse_args(argv))
+    assert list(table) == [1] and list(table[1]) == list(quickstart.ROWS) and len(whole) == 5
+    assert all(len(accs) == 3 for accs in table[1].values())
+    randoms = [images for kind, (images, _) in drawn if kind == "random"]
+    assert len(randoms) == 3 and not any(torch.equal(randoms[i], randoms[j]) for i, j in ((0, 1), (0, 2), (1, 2)))
     out = capsys.readouterr().out
+    assert "whole training set" in out and "gain over the random subset" in out
     grid = out.strip().splitlines()[-1].split(": ")[1]
-    assert (tmp_path / grid).is_file() and "whole training set" in out
+    assert (tmp_path / grid).is_file()
+    from PIL import Image
+    with Image.open(tmp_path / grid) as picture:  # ten labelled rows of one enlarged digit each
+        assert picture.height >= 10 * 48 and picture.width > 48
