@@ -274,7 +274,8 @@ def safe_load(path, what="file"):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for bad pickles and truncated zips
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = f"{type(e).__name__}: {detail}" if detail else type(e).__name__  # a bare "101" says nothing
         raise UserError(f"cannot read {what} {path} ({reason[:160]}); it is corrupt, truncated or not a "
                         f"tensor file: recreate it")
 
