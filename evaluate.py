@@ -16,7 +16,6 @@ import argparse
 import os
 import time
 
-import torch
 
 from arguments import dataset_tag, ipc_epochs, parse, pretrain_command
 from arguments.checks import check_data_fit

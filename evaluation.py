@@ -15,8 +15,8 @@ import torch
 from tqdm import tqdm
 
 from models import network_probe
-from train import Recipe, fit, test_accuracy
-from train_many import build_networks, fit_many, group_size, groups_of, test_accuracy_many
+from train import Recipe
+from train_many import build_networks, fit_group, group_size, groups_of, test_accuracies
 from utils import UserError
 
 
@@ -59,7 +59,6 @@ def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, se
         diverged = {}
         with tqdm(total=recipe.epochs, desc=name, leave=False, disable=not progress) as bar:
             def step(epoch, losses, accs):
-                losses, accs = (losses, accs) if isinstance(losses, list) else ([losses], [accs])
                 bar.update()
                 bar.set_postfix(loss=" ".join(f"{x:.3f}" for x in losses))
                 for run, loss in zip(group, losses):
@@ -70,15 +69,9 @@ def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, se
                                             f"(lr {recipe.lr}, weight decay {recipe.weight_decay}); lower --lr or "
                                             f"--weight_decay")
 
-            if len(group) == 1:
-                fitted = [fit(models[0], images, labels, test, info.mean, info.std, recipe, device, progress=step)]
-            else:
-                fitted = fit_many(models, images, labels, test, info.mean, info.std, recipe, device, progress=step)
+            fitted = fit_group(models, images, labels, test, info.mean, info.std, recipe, device, progress=step)
         if val is not None:
-            accs = test_accuracy_many(models, val, info.mean, info.std, device, precision=recipe.precision) \
-                if len(group) > 1 else [test_accuracy(models[0], val, info.mean, info.std, device,
-                                                      precision=recipe.precision)]
-            vals.update(zip(group, accs))
+            vals.update(zip(group, test_accuracies(models, val, info.mean, info.std, device, recipe.precision)))
         for run, result in zip(group, fitted):
             final, best = result["final"], result["best"]
             results[run] = new[run] = (final, best)

@@ -21,8 +21,8 @@ from arguments import dataset_tag, parse
 from data.datasets import holdout, load_dataset
 from distributed import end_world, start_world
 from models import check_network, make_network, network_config, network_difference
-from train import Recipe, fit
-from train_many import build_networks, fit_many, group_size, groups_of
+from train import Recipe
+from train_many import build_networks, fit_group, group_size, groups_of
 from utils import (Logger, UserError, atomic_save, atomic_write_json, check_state_dict, expert_path,
                    git_revision, make_dir, read_json, remove_stale_temps, run_cli, safe_load, seed_everything,
                    select_device)
@@ -135,7 +135,6 @@ def train_experts(group, args, network, train, test, info, device, log):
     start = time.time()
     with tqdm(total=recipe.epochs, initial=done, desc=names, leave=False) as bar:
         def progress(epoch, losses, accs):
-            losses = losses if isinstance(losses, list) else [losses]
             bar.update()
             bar.set_postfix(loss=" ".join(f"{x:.3f}" for x in losses))
             for index, loss in zip(group, losses):
@@ -147,12 +146,8 @@ def train_experts(group, args, network, train, test, info, device, log):
         def save_progress(state):
             atomic_save({**state, "origin": origin, "seconds": earlier + time.time() - start}, path)
 
-        if len(group) == 1:
-            results = [fit(models[0], train.images, train.labels, test, info.mean, info.std, recipe, device,
-                           progress=progress, start=resumed, on_epoch=save_progress)]
-        else:
-            results = fit_many(models, train.images, train.labels, test, info.mean, info.std, recipe, device,
-                               progress=progress, start=resumed, on_epoch=save_progress)
+        results = fit_group(models, train.images, train.labels, test, info.mean, info.std, recipe, device,
+                            progress=progress, start=resumed, on_epoch=save_progress)
     seconds = earlier + time.time() - start
     records = {}
     for index, model, result in zip(group, models, results):

@@ -29,7 +29,7 @@ from data.augment import cross_entropy_many, cutmix_draws, cutmix_loss_many, cut
 from data.sampler import gather
 from models import compiled, make_network
 from models.convnet import ConvNet
-from train import autocast, milestones, test_batches
+from train import autocast, fit, milestones, test_accuracy, test_batches
 from utils import rng_state, seed_everything, set_rng_state
 
 
@@ -278,6 +278,23 @@ def fit_many(models, images, labels, test, mean, std, recipe, device, progress=N
                       "history": [[list(h) for h in history] for history in histories], "rng": rng_state()})
     net.unstack_into(models)
     return [{"final": h[-1][1], "best": max(a for _, a in h), "history": h} for h in histories]
+
+
+def fit_group(models, images, labels, test, mean, std, recipe, device, progress=None, start=None, on_epoch=None):
+    """Train a group from `groups_of`: one network with train.fit (the reference), several with fit_many.
+    Either way a list of fit's results, and `progress(epoch, losses, accs)` gets lists, one entry per network."""
+    if len(models) > 1:
+        return fit_many(models, images, labels, test, mean, std, recipe, device, progress, start, on_epoch)
+    listed = None if progress is None else (lambda epoch, loss, acc: progress(epoch, [loss], [acc]))
+    return [fit(models[0], images, labels, test, mean, std, recipe, device, progress=listed, start=start,
+                on_epoch=on_epoch)]
+
+
+def test_accuracies(models, split, mean, std, device, precision="fp32"):
+    """Each network's test accuracy: train.test_accuracy for one, test_accuracy_many for several."""
+    if len(models) > 1:
+        return test_accuracy_many(models, split, mean, std, device, precision=precision)
+    return [test_accuracy(models[0], split, mean, std, device, precision=precision)]
 
 
 def build_networks(network, device, indices, seed):

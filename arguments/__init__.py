@@ -13,12 +13,10 @@ import shlex
 import sys
 import time
 
-import torch
-
 from arguments.checks import NET_TYPES, NORM_TYPES, check_explicit, check_outputs, check_settings
 from arguments.sets import described_settings
 from data.datasets import DATASETS, peek_dataset
-from utils import UserError, read_json
+from utils import UserError, read_json, select_device
 
 SCRIPTS = ("pretrain", "condense", "evaluate")
 DATASET_NAMES = ("mnist", "fashion", "svhn", "cifar10", "cifar100", "tinyimagenet", "imagenette",
@@ -288,8 +286,7 @@ def _resolve(script, a, explicit):
         if a.select_by is None:
             a.select_by = "val" if a.val_split else "test"
         if a.class_chunk is None:  # a CPU is memory-bound: one class at a time costs nothing there
-            on_cpu = a.device == "cpu" or (a.device == "auto" and not torch.cuda.is_available())
-            a.class_chunk = 1 if on_cpu else 0
+            a.class_chunk = 1 if select_device(a.device).type == "cpu" else 0
         if a.init is None:
             # the reference forces mix whenever factor > 1; an explicit --init wins here
             a.init = "mix" if a.factor > 1 else "random"

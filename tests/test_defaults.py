@@ -32,13 +32,13 @@ def test_held_out_images_reach_neither_experts_nor_condensation(tmp_path, monkey
     common = ["-d", "folder", "--size", "16", "--data_dir", data_dir, "--width", "0.0625", "--device", "cpu",
               "--seed", "3", "--val_split", "0.25"]
     seen = {"experts": [], "condensed": []}
-    real_fit = pretrain.fit
+    real_fit = pretrain.fit_group
 
-    def spying_fit(model, images, *rest, **kw):
+    def spying_fit(models, images, *rest, **kw):
         seen["experts"].append(images)
-        return real_fit(model, images, *rest, **kw)
+        return real_fit(models, images, *rest, **kw)
 
-    monkeypatch.setattr(pretrain, "fit", spying_fit)
+    monkeypatch.setattr(pretrain, "fit_group", spying_fit)
     real_sampler = DANCE.ClassSampler
 
     def spying_sampler(split, *rest):
