@@ -40,6 +40,28 @@ def test_accuracy(model, split, mean, std, device, batch_size=None, precision="f
     return 100.0 * correct.item() / max(len(split.labels), 1)
 
 
+DEFAULT_TEMPERATURE = 4.0  # Hinton et al. 2015's usual distillation temperature (--temperature)
+
+
+def soft_label_loss(logits, targets, temperature):
+    """T^2 * KL(softmax(targets / T) || softmax(logits / T)), summed over classes (the last dim) and averaged over
+    the batch (the dim before it): a scalar for (B, K) logits, one loss per network for (N, B, K).
+
+    The knowledge-distillation loss of Hinton et al. 2015 (the T^2 keeps gradient sizes comparable across
+    temperatures), which SRe2L, RDED and DD-Ranking's KL criterion train students on condensed sets with.
+    """
+    log_student = F.log_softmax(logits.float() / temperature, dim=-1)
+    log_teacher = F.log_softmax(targets.float() / temperature, dim=-1)
+    kl = F.kl_div(log_student, log_teacher, reduction="none", log_target=True).sum(-1)
+    return kl.mean(-1) * temperature ** 2
+
+
+@torch.no_grad()
+def teacher_logits(teacher, x):
+    """The teacher's logits on a batch, without a graph."""
+    return teacher(x)
+
+
 def milestones(epochs):
     """Learning-rate drops (x0.2) at 2/3 and 5/6 of training."""
     return [2 * epochs // 3, 5 * epochs // 6]
@@ -50,18 +72,26 @@ class Recipe:
 
     def __init__(self, epochs, lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64,
                  dsa_strategy="", mix_p=0.5, beta=1.0, eval_interval=0, eval_aug="dsa", precision="fp32",
-                 compile=False):
+                 compile=False, teacher=None, temperature=DEFAULT_TEMPERATURE):
         self.epochs, self.lr, self.momentum, self.weight_decay = epochs, lr, momentum, weight_decay
         self.batch_size, self.mix_p, self.beta, self.eval_interval = batch_size, mix_p, beta, eval_interval
         self.eval_aug, self.precision, self.compile = eval_aug, precision, compile
+        # Soft labels: with a teacher (a trained network in eval mode), the loss is soft_label_loss against its
+        # predictions on each augmented (and mixed) batch instead of cross-entropy with the set's labels.
+        self.teacher, self.temperature = teacher, temperature
         # 'imagenet': the reference's torchvision pipeline on [0, 1] pixels, before normalisation, no DSA
         self.dsa_strategy = dsa_strategy if eval_aug == "dsa" else ""
         self.dsa = DiffAug(self.dsa_strategy, batch=False)
         self.pixel_aug = ImageNetAug() if eval_aug == "imagenet" else None
 
     def as_dict(self):
-        """The settings, for logs and result records (compilation changes how, not what, is computed)."""
-        return {k: v for k, v in vars(self).items() if k not in ("dsa", "pixel_aug", "compile")}
+        """The settings, for logs and result records (compilation changes how, not what, is computed); a
+        hard-label recipe's are those recorded before soft labels existed, so its records and manifests still match."""
+        skip = ("dsa", "pixel_aug", "compile", "teacher", "temperature")
+        out = {k: v for k, v in vars(self).items() if k not in skip}
+        if self.teacher is not None:
+            out.update(labels="soft", temperature=self.temperature)
+        return out
 
     def autocast(self, device):
         """The forward passes' precision: fp32, or bf16 autocast (weights and optimiser stay fp32)."""
@@ -74,7 +104,8 @@ def autocast(device, precision):
 
 
 def train_epoch(model, optimizer, images, labels, mean, std, recipe, device):
-    """One shuffled pass: normalise, per-sample DSA, CutMix with probability mix_p, SGD step."""
+    """One shuffled pass: normalise, per-sample DSA, CutMix with probability mix_p, SGD step (on the labels, or on
+    the recipe's teacher's soft labels)."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     index_device = images.device if torch.is_tensor(images) else torch.device("cpu")
@@ -85,14 +116,16 @@ def train_epoch(model, optimizer, images, labels, mean, std, recipe, device):
             if recipe.pixel_aug is not None:
                 x = recipe.pixel_aug(x)
             x = recipe.dsa(normalize(x, mean, std))
-        if recipe.mix_p > 0 and torch.rand(()).item() < recipe.mix_p:
+        mixed = recipe.mix_p > 0 and torch.rand(()).item() < recipe.mix_p
+        if mixed:
             x, y_b, ratio = cutmix(x, y, recipe.beta)
-            with recipe.autocast(device):
-                logits = model(x)
+        with recipe.autocast(device):
+            logits = model(x)
+            if recipe.teacher is not None:  # the teacher labels the batch as augmented and mixed (SRe2L, RDED)
+                loss = soft_label_loss(logits, teacher_logits(recipe.teacher, x), recipe.temperature)
+            elif mixed:
                 loss = cutmix_loss(logits, y, y_b, ratio)
-        else:
-            with recipe.autocast(device):
-                logits = model(x)
+            else:
                 loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

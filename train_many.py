@@ -29,7 +29,7 @@ from data.augment import cross_entropy_many, cutmix_draws, cutmix_loss_many, cut
 from data.sampler import gather
 from models import compiled, make_network
 from models.convnet import ConvNet
-from train import autocast, fit, milestones, test_accuracy, test_batches
+from train import autocast, fit, milestones, soft_label_loss, teacher_logits, test_accuracy, test_batches
 from utils import rng_state, seed_everything, set_rng_state
 
 
@@ -221,12 +221,14 @@ def train_epoch_many(net, optimizer, images, labels, mean, std, recipe, device):
             plan = torch.cat([perm, boxes], 1).to(device)
             ratio, rest = torch.stack([ratio, 1.0 - ratio]).to(device, torch.float32)
             x, y_b = cutmix_many(x, y, plan[:, :b], plan[:, b:])
-            with recipe.autocast(device):
-                logits = net(x)
+        with recipe.autocast(device):
+            logits = net(x)
+            if recipe.teacher is not None:  # train.train_epoch's soft labels: the teacher on every network's batch
+                targets = teacher_logits(recipe.teacher, x.flatten(0, 1)).view(n, b, -1)
+                losses = soft_label_loss(logits, targets, recipe.temperature)
+            elif any(mix):
                 losses = cutmix_loss_many(logits, y, y_b, ratio, rest)
-        else:
-            with recipe.autocast(device):
-                logits = net(x)
+            else:
                 losses = cross_entropy_many(logits, y)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
