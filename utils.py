@@ -259,7 +259,12 @@ def atomic_save(obj, path):
 
 def atomic_write_text(text, path):
     """Write a text file atomically."""
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write_bytes(text.encode(), path)
+
+
+def atomic_write_bytes(data, path):
+    """Write bytes (an encoded image, ...) to a file atomically."""
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_json(obj, path):
