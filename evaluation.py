@@ -15,23 +15,27 @@ import torch
 from tqdm import tqdm
 
 from models import network_probe
-from train import Recipe
+from train import DEFAULT_TEMPERATURE, Recipe
 from train_many import build_networks, fit_group, group_size, groups_of, test_accuracies
 from utils import UserError
 
 
-def eval_recipe(args, epochs):
-    """The paper's evaluation protocol: SGD, x0.2 at 2/3 and 5/6, per-sample DSA (or ImageNet's), CutMix."""
+def eval_recipe(args, epochs, teacher=None):
+    """The paper's evaluation protocol: SGD, x0.2 at 2/3 and 5/6, per-sample DSA (or ImageNet's), CutMix; with a
+    `teacher`, trained on its soft labels at --temperature instead of the set's labels."""
     return Recipe(epochs=epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                   batch_size=args.batch_size, dsa_strategy=args.dsa_strategy,
                   mix_p=args.mix_p if args.mixup == "cut" else 0.0, beta=args.beta,
                   eval_interval=args.eval_interval, eval_aug=args.eval_aug, precision=args.precision,
-                  compile=args.compile)
+                  compile=args.compile, teacher=teacher, temperature=getattr(args, "temperature", DEFAULT_TEMPERATURE))
 
 
 def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, seed=0, log=print, val=None,
-                 done=None, on_run=None, progress=False, strict=False, parallel=0, world=None):
+                 done=None, on_run=None, progress=False, strict=False, parallel=0, world=None, per_run=None):
     """Train `runs` fresh networks on (images, labels); return per-run final/best test accuracies.
+
+    `per_run(run)` -> (images, labels), when given, replaces (images, labels) with data of each run's own (a random
+    subset redrawn per run); every run then trains alone.
 
     With a `val` split, each new run's final accuracy on it is returned too (for model selection).
     `done` maps run index -> (final, best) already known; `on_run` is called after each new run;
@@ -42,7 +46,8 @@ def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, se
     """
     if torch.is_tensor(images):
         images = images.to(device)
-    labels = labels.to(device)
+    if labels is not None:
+        labels = labels.to(device)
     done = done or {}
     results, vals, failed = dict(done), {}, []
     start = time.time()
@@ -51,9 +56,11 @@ def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, se
     todo = [run for run in range(runs) if run not in done]
     sharded = world is not None and world.size > 1
     mine = world.owned(todo) if sharded else todo
-    size = group_size(parallel, network_probe(network), device, len(mine)) if mine else 1
+    size = group_size(parallel, network_probe(network), device, len(mine)) if mine and per_run is None else 1
     new = {}
     for group in groups_of(mine, size):
+        if per_run is not None:
+            images, labels = per_run(group[0])
         models = build_networks(network, device, group, seed)
         name = f"run {group[0] + 1}/{runs}" if len(group) == 1 else f"runs {group[0] + 1}-{group[-1] + 1}/{runs}"
         diverged = {}

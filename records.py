@@ -4,6 +4,7 @@ import json
 import os
 import statistics
 
+from scores import score_table
 from utils import UserError
 
 RECORD_KEYS = ("set", "dataset", "ipc", "factor", "network", "final", "mean", "std", "best_mean")
@@ -51,6 +52,12 @@ def finished_runs(results, key):
     return {e["run"]: (e["final"], e["best"]) for e in read_lines(runs_path(results)) if e.get("key") == key}
 
 
+def latest_record(results, key, runs=1):
+    """The last evaluation recorded in `results` under `key` with at least `runs` runs, or None."""
+    found = [e for e in read_lines(results) if e.get("key") == key and len(e.get("final", ())) >= runs]
+    return found[-1] if found else None
+
+
 def record_run(results, key, run, final, best):
     """Keep one finished run, so an interrupted evaluation continues with the missing ones."""
     _append(runs_path(results), {"key": key, "run": run, "final": final, "best": best})
@@ -72,7 +79,8 @@ def summary_table(entries):
     lines = ["| set | dataset | ipc | factor | network | runs | final acc | best check (reference) |",
              "|---|---|---|---|---|---|---|---|"]
     for e in entries:
-        lines.append(f"| {e['set']} | {e['dataset']} | {e['ipc']} | {e['factor']} | {e['network']} | "
+        network = e["network"] + (" (soft labels)" if e.get("labels") == "soft" else "")
+        lines.append(f"| {e['set']} | {e['dataset']} | {e['ipc']} | {e['factor']} | {network} | "
                      f"{len(e['final'])} | {e['mean']:.2f} +- {e['std']:.2f} | {e['best_mean']:.2f} |")
     return "\n".join(lines)
 
@@ -131,8 +139,8 @@ def check_results_file(path):
         read_records(path, "--results")
 
 
-def summarize(path):
-    """The tables of everything recorded in a results file: every evaluation, then across condensation seeds."""
+def load_results(path):
+    """Every evaluation record of the results file --summarize names; a missing, empty or foreign file is refused."""
     if os.path.isdir(path):
         raise UserError(f"--summarize: {path} is a folder; pass the results file evaluate.py wrote, e.g. "
                         f"{os.path.join(path, 'evaluations.jsonl')}")
@@ -141,5 +149,14 @@ def summarize(path):
     entries = read_records(path, "--summarize")
     if not entries:
         raise UserError(f"--summarize: {path} holds no evaluation; run evaluate.py first")
-    seeds = seed_table(entries)
-    return summary_table(entries) + (f"\n\nAcross condensation seeds (std over seeds):\n{seeds}" if seeds else "")
+    return entries
+
+
+def summarize(path):
+    """The tables of everything recorded in a results file: every evaluation, across condensation seeds, and the
+    DD-Ranking scores of the sets evaluated with --score."""
+    entries = load_results(path)
+    seeds, scores = seed_table(entries), score_table(entries)
+    return (summary_table(entries) + (f"\n\nAcross condensation seeds (std over seeds):\n{seeds}" if seeds else "")
+            + (f"\n\nDD-Ranking scores (fractions, mean +- std over runs; evaluate.py --score):\n{scores}"
+               if scores else ""))

@@ -16,6 +16,7 @@ import time
 from arguments.checks import NET_TYPES, NORM_TYPES, check_explicit, check_outputs, check_settings
 from arguments.sets import described_settings
 from data.datasets import DATASETS, peek_dataset
+from train import DEFAULT_TEMPERATURE
 from utils import UserError, read_json, select_device
 
 SCRIPTS = ("pretrain", "condense", "evaluate")
@@ -166,6 +167,21 @@ def _evaluate(p):
                    help="every evaluation appends one JSON line here (finished runs are kept beside it)")
     g.add_argument("--summarize", default=None, metavar="RESULTS_JSONL",
                    help="print the table of every evaluation recorded in that file and exit")
+    g.add_argument("--plot", default=None, metavar="PNG",
+                   help="with --summarize: also draw test accuracy against ipc, per method and dataset, into this PNG")
+    g.add_argument("--score", action="store_true",
+                   help="DD-Ranking's IOR, HLR and LRS of each set (README): also trains networks on a random real "
+                        "subset of the set's size, redrawn per run, and once per dataset, network and protocol on "
+                        "the whole training set (kept in --results and reused)")
+    g.add_argument("--labels", choices=("hard", "soft"), default="hard",
+                   help="hard: train on the set's labels (the paper's protocol); soft: on the soft predictions of "
+                        "the trained expert 0 of --pretrain_dir on each augmented batch (KL divergence at "
+                        "--temperature, as SRe2L and RDED evaluate)")
+    g.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                   help="--labels soft: distillation temperature T (loss T^2 KL; higher is softer)")
+    g.add_argument("--export", default=None, metavar="DIR",
+                   help="write each set as an ImageFolder tree of PNGs plus a tensor file DD-Ranking's "
+                        "compute_metrics takes, into DIR/<set>/, and exit (no training)")
 
 
 SCRIPT_FLAGS = {"pretrain": _pretrain, "condense": _condense, "evaluate": _evaluate}
@@ -384,7 +400,8 @@ def config_view(script, a):
         drop |= {"eval_runs", "select_by"} if not a.eval_every else set()
         drop |= {"lam_min", "lam_max", "iter_calib"} if not a.num_premodel else set()
     if script == "evaluate":
-        drop |= {k for k in ("summarize", "baseline", "data", "eval_nets") if getattr(a, k) is None}
+        drop |= {k for k in ("summarize", "baseline", "data", "eval_nets", "plot", "export") if getattr(a, k) is None}
+        drop |= {"temperature"} if a.labels == "hard" else set()
         drop |= {"ipc"} if a.baseline in (None, "full") else set()
         drop |= {"set_settings"} if not getattr(a, "set_settings", None) else set()
     view = {k: v for k, v in vars(a).items() if k not in drop}

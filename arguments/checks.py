@@ -5,6 +5,7 @@ import shutil
 
 from data.augment import DiffAug
 from data.datasets import DATASETS
+from export import check_export_dir
 from records import check_results_file, runs_path
 from utils import UserError, check_device_name, check_output_dir, check_output_file, select_device
 
@@ -53,6 +54,8 @@ def _float_ranges(script, a):
         floats += ["val_split"]
     if script == "condense":
         floats += ["lr_img_per_ipc", "lr_img", "mom_img", "lam_min", "lam_max"]
+    if script == "evaluate":
+        floats += ["temperature"]
     for key in floats:
         _finite(key, getattr(a, key))
     ranges = [("lr", a.lr > 0, "be positive"), ("momentum", 0 <= a.momentum < 1, "lie in [0, 1)"),
@@ -62,6 +65,8 @@ def _float_ranges(script, a):
               ("width", 0 < a.width <= MAX_WIDTH, f"lie in (0, {MAX_WIDTH}] (a channel multiplier)")]
     if script in ("pretrain", "condense"):
         ranges.append(("val_split", 0 <= a.val_split < 1, "lie in [0, 1) (0: no held-out split)"))
+    if script == "evaluate":
+        ranges.append(("temperature", a.temperature > 0, "be positive (a distillation temperature)"))
     if script == "condense":
         ranges += [("lr_img_per_ipc", a.lr_img_per_ipc is None or a.lr_img_per_ipc > 0, "be positive"),
                    ("lr_img", a.lr_img > 0, "be positive"),
@@ -129,7 +134,14 @@ def _outputs(script, a):
         check_output_dir(a.save_dir, "--save_dir")
         if a.pretrain_dir and os.path.isfile(a.pretrain_dir):
             raise UserError(f"--pretrain_dir {a.pretrain_dir} is a file; pass the folder pretrain.py wrote")
-    if script == "evaluate" and not a.summarize:
+    if script == "evaluate" and a.summarize and a.plot:
+        if os.path.isdir(a.plot):
+            raise UserError(f"--plot {a.plot} is a folder; pass a PNG file path, e.g. "
+                            f"{os.path.join(a.plot, 'ipc.png')}")
+        check_output_dir(os.path.dirname(os.path.abspath(a.plot)), "--plot", target=a.plot)
+    if script == "evaluate" and not a.summarize and a.export:
+        check_export_dir(a.export)
+    elif script == "evaluate" and not a.summarize:
         check_output_file(a.results, "--results")
         check_output_file(runs_path(a.results), "--results (its finished-runs file)")
         check_results_file(a.results)
@@ -154,6 +166,21 @@ def check_explicit(script, a, explicit):
             raise UserError(f"--{key} applies only to -d imagenet (its class slice); drop it")
     if script == "evaluate" and "ipc" in explicit and not a.baseline:
         raise UserError("--ipc applies to --baseline only: a condensed set's ipc is read from the set; drop it")
+    if script == "evaluate":
+        _evaluate_combinations(a, explicit)
+
+
+def _evaluate_combinations(a, explicit):
+    """evaluate.py's flags that only make sense together (or apart)."""
+    if "temperature" in explicit and a.labels != "soft":
+        raise UserError("--temperature applies to --labels soft only; add --labels soft or drop it")
+    if a.plot is not None and not a.summarize:
+        raise UserError("--plot draws a results file: pass it with --summarize RESULTS_JSONL")
+    if a.score and a.baseline == "full":
+        raise UserError("--score compares a set with the whole training set, so --baseline full has nothing to score; "
+                        "score a condensed set (--data) or a random/herding/kcenter baseline")
+    if a.export and (a.score or a.summarize):
+        raise UserError("--export only writes the sets (no training); run --score or --summarize in another call")
 
 
 def check_data_fit(a, info):

@@ -147,6 +147,26 @@ CASES = [
     ("evaluate", ["--summarize", "{inputs}/notes.jsonl"], "--summarize: line 1 of"),
     ("evaluate", ["--summarize", "{inputs}/sets"], "is a folder; pass the results file evaluate.py wrote"),
     ("evaluate", [], "pass either --data PATH.pt"),
+    # evaluate.py: scores, soft labels, export, plots
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--labels", "soft", "--temperature", "0"],
+     "--temperature must be positive"),
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--labels", "soft", "--temperature", "inf"],
+     "--temperature must be a finite number"),
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--temperature", "2"], "--temperature applies to --labels soft only"),
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--labels", "fuzzy"], "argument --labels: invalid choice: 'fuzzy'"),
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--labels", "soft", "--pretrain_dir", "{inputs}/sets"],
+     "--labels soft trains on expert 0's predictions, and {inputs}/sets/premodel0_trained.pth.tar is missing; run: "
+     "python pretrain.py -d digits"),
+    ("evaluate", ["--baseline", "full", "--score"], "--baseline full has nothing to score"),
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--export", "{inputs}"],
+     "--export {inputs} is a non-empty folder that evaluate.py did not export to; pass a new or empty folder"),
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--export", "{inputs}/afile"], "afile is a file; pass a folder path"),
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--export", "out", "--score"], "--export only writes the sets"),
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--plot", "ipc.png"], "--plot draws a results file: pass it with "
+     "--summarize"),
+    ("evaluate", ["--summarize", "{inputs}/notes.jsonl", "--plot", "{inputs}/sets"],
+     "--plot {inputs}/sets is a folder"),
+    ("evaluate", ["--summarize", "{inputs}/notes.jsonl", "--plot", "{inputs}/afile/ipc.png"], "lies under the file"),
 ]
 
 
