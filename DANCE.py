@@ -7,9 +7,10 @@ classify the synthetic images correctly. Both are SGD steps on the synthetic pix
 
     python DANCE.py -d cifar10 --ipc 10 --factor 2 --reproduce
     python DANCE.py --resume results/condense/<run>      # continue a stopped run exactly
+    torchrun --standalone --nproc_per_node 4 DANCE.py ... # classes split across 4 processes
 """
 import os
-import random
+import signal
 import statistics
 import time
 
@@ -22,8 +23,9 @@ from arguments.checks import check_data_fit
 from data.augment import DiffAug, normalize
 from data.datasets import holdout, load_dataset
 from data.sampler import ClassSampler, require_per_class
+from data.streams import IterationDraws, host_uniform, key
 from data.synthetic import SyntheticSet
-from distributed import launched
+from distributed import end_world, start_world
 from models import check_network, compiled, make_network, network_config, network_difference, reinitialize_
 from records import summary
 from runs import Run, StopSignals, set_description
@@ -160,20 +162,24 @@ def step(optimizer, loss):
     return loss.detach()
 
 
-def per_class_update(synset, sampler, encoder, expert, aug, optimizer, args):
-    """Reference schedule: one step per class per view, one shared momentum buffer (REFERENCE 6.2)."""
+def per_class_update(synset, sampler, encoder, expert, aug, optimizer, args, draws=None):
+    """Reference schedule: one step per class per view, one shared momentum buffer (REFERENCE 6.2).
+
+    The classes are this process's (synset's and sampler's); `aug(x, groups)` gets each sample's global class id.
+    """
     inner, inter, precision = 0.0, 0.0, getattr(args, "precision", "fp32")
     for c in range(synset.nclass):
-        real, syn = sampler.sample(c), synset.sample(c, args.batch_syn_max)
-        z = aug(torch.cat([real, syn]))  # one siamese draw shared by real and synthetic
+        real, syn = sampler.sample(c), synset.sample(c, args.batch_syn_max, draws)
+        x = torch.cat([real, syn])
+        z = aug(x, groups=x.new_full((len(x),), synset.first_class + c, dtype=torch.long))  # one siamese draw
         with torch.no_grad():
             feat_real = features(encoder, z[:len(real)], precision)
         inner += step(optimizer, inner_class_loss(feat_real, features(encoder, z[len(real):], precision)))
     for _ in range(args.iter_calib if expert is not None else 0):
         for c in range(synset.nclass):
-            syn = synset.sample(c, args.batch_syn_max)
-            labels = torch.full((len(syn),), c, device=syn.device)
-            inter += step(optimizer, calibration_loss(logits(expert, aug(syn), precision), labels))
+            syn = synset.sample(c, args.batch_syn_max, draws)
+            labels = torch.full((len(syn),), synset.first_class + c, device=syn.device)
+            inter += step(optimizer, calibration_loss(logits(expert, aug(syn, groups=labels), precision), labels))
     return inner, inter
 
 
@@ -201,18 +207,21 @@ def class_chunks(nclass, chunk):
     return [(c, min(c + chunk, nclass)) for c in range(0, nclass, chunk)]
 
 
-def joint_update(synset, sampler, encoder, expert, aug, optimizer, args):
-    """One step per view over all classes; loss = sum of per-class losses, DSA drawn per class.
+def joint_update(synset, sampler, encoder, expert, aug, optimizer, args, draws=None):
+    """One step per view over all classes (this process's); loss = sum of per-class losses, DSA drawn per class.
 
     The networks see `args.class_chunk` classes at a time (0: all): the same loss and step, up to the order
     in which float gradients are summed, with one chunk's activations in memory instead of every class's.
+    With keyed `draws` and a chunk of one class, every class's step is computed alone from its own draws, so
+    it is the same bits whichever process owns the class.
     """
     precision, chunks = getattr(args, "precision", "fp32"), class_chunks(synset.nclass, getattr(args, "class_chunk", 0))
     real, groups_real = sampler.sample_all()
-    syn = synset.decoded_per_class(args.batch_syn_max)
+    syn = synset.decoded_per_class(args.batch_syn_max, draws=draws)
     nclass, m = syn.shape[:2]
     groups_syn = torch.arange(nclass, device=syn.device).repeat_interleave(m)
-    z = aug(torch.cat([real, syn.flatten(0, 1)]), groups=torch.cat([groups_real, groups_syn]))
+    labels_syn = groups_syn + synset.first_class  # the expert's classes are the dataset's
+    z = aug(torch.cat([real, syn.flatten(0, 1)]), groups=torch.cat([groups_real, groups_syn]) + synset.first_class)
     z_real, z_syn = z[:len(real)].split([sum(sampler.sizes[a:b]) for a, b in chunks]), z[len(real):]
     with torch.no_grad():
         mean_real = class_means(torch.cat([features(encoder, part, precision) for part in z_real]), groups_real,
@@ -227,11 +236,11 @@ def joint_update(synset, sampler, encoder, expert, aug, optimizer, args):
 
     def calibration(i, part):
         a, b = chunks[i]
-        return calibration_loss(logits(expert, part, precision), groups_syn[a * m:b * m])
+        return calibration_loss(logits(expert, part, precision), labels_syn[a * m:b * m])
 
     inner, inter = step_in_chunks(optimizer, z_syn, sizes, inner_loss), 0.0
     for _ in range(args.iter_calib if expert is not None else 0):
-        z_syn = aug(synset.decoded_per_class(args.batch_syn_max).flatten(0, 1), groups=groups_syn)
+        z_syn = aug(synset.decoded_per_class(args.batch_syn_max, draws=draws).flatten(0, 1), groups=labels_syn)
         inter += step_in_chunks(optimizer, z_syn, sizes, calibration)
     return inner, inter
 
@@ -262,29 +271,57 @@ def save_set_grid(synset, info, path, per_class=10, classes=20):
     save_grid(rows[:classes, :per].flatten(0, 1), path, nrow=per, max_images=per * classes, labels=names)
 
 
-def pick_encoder(bank, args, dm_net, network, run_dm_net=None):
-    """This iteration's (middle encoder, trained expert): expert k and lam ~ U(lam_min, lam_max); plain DM without
-    experts: `dm_net` with fresh random weights drawn in place (no calibration), run through `run_dm_net` (its
-    compiled twin) when given."""
+def pick_encoder(bank, args, dm_net, network, iteration, run_dm_net=None):
+    """Iteration t's (middle encoder, trained expert): expert k and lam ~ U(lam_min, lam_max), keyed by (seed, t) so
+    every process picks the same; plain DM without experts: `dm_net` with fresh random weights drawn in place
+    (no calibration), run through `run_dm_net` (its compiled twin) when given."""
     if bank is None:
-        if not reinitialize_(dm_net):  # spectral norm draws vectors only a new network draws
-            dm_net.load_state_dict(make_network(network, "cpu").state_dict())
+        with preserved_rng():
+            torch.manual_seed(key(args.seed, "network", iteration) >> 1)
+            if not reinitialize_(dm_net):  # spectral norm draws vectors only a new network draws
+                dm_net.load_state_dict(make_network(network, "cpu").state_dict())
         return run_dm_net or dm_net, None
-    k = random.randrange(len(bank))
-    lam = args.lam_min + (args.lam_max - args.lam_min) * torch.rand(()).item()
+    k = min(int(host_uniform(args.seed, "encoder", iteration, 0) * len(bank)), len(bank) - 1)
+    lam = args.lam_min + (args.lam_max - args.lam_min) * host_uniform(args.seed, "encoder", iteration, 1)
     return bank.middle(k, lam), bank.expert(k)
 
 
+def whole_set(synset, world, info, args, device):
+    """The set of every class: this process's under one process, else every rank's share gathered."""
+    if world.size == 1:
+        return synset
+    data = torch.cat(world.gather(synset.data.detach().cpu()))
+    return SyntheticSet(info.nclass, args.ipc, info.channels, info.size, args.factor, args.decode_type, device,
+                        data=data)
+
+
+def total_losses(world, inner, inter):
+    """The losses summed over every rank's classes, read on the host (at log steps only)."""
+    return [sum(parts) for parts in zip(*world.gather((float(inner), float(inter))))]
+
+
 def main(args, on_iteration=None):
-    """Condense; `on_iteration(k, synset, bank)`, if given, runs after iteration k = 1..niter (for analyses)."""
+    """Condense; `on_iteration(k, synset, bank)`, if given, runs after iteration k = 1..niter (for analyses).
+
+    Under torchrun each rank condenses a contiguous share of the classes (data/streams.py keeps every class's
+    draws the same in any share) and rank 0 writes the files.
+    """
+    world, device = start_world(select_device(args.device))
+    try:
+        synset = condense(args, world, device, on_iteration)
+    except BaseException:
+        end_world(world, clean=False)  # torchrun then stops the other ranks
+        raise
+    end_world(world)
+    return synset
+
+
+def condense(args, world, device, on_iteration):
     # Set up: device, seed, data and network, every input checked before anything is written.
-    if launched():
-        raise UserError("DANCE.py runs as one process (classes are not yet sharded across ranks); start it with "
-                        "python, not torchrun (pretrain.py and evaluate.py do shard under torchrun)")
-    device = select_device(args.device)
     seed_everything(args.seed)
     train, val, test, info = load_data(args, device)
-    sampler = ClassSampler(train, info.nclass, args.batch_real, device)
+    first, end = world.class_range(info.nclass, args.class_chunk if args.update == "joint" else 1)
+    sampler = ClassSampler(train, info.nclass, args.batch_real, device, seed=args.seed, classes=range(first, end))
     network = network_config(args, info)
     check_network(network)
 
@@ -298,29 +335,38 @@ def main(args, on_iteration=None):
         bank = ExpertBank(args.pretrain_dir, args.num_premodel, network, device,
                           pretrain_command(args, args.num_premodel), split, split_hint, args.compile)
 
-    # The synthetic set (allocated before the run folder exists), then the run: folder, log and checkpoints.
-    synset = SyntheticSet(info.nclass, args.ipc, info.channels, info.size, args.factor, args.decode_type, device)
-    run = Run(args)
+    # The synthetic set (this rank's classes, allocated before the run folder exists), then the run: folder,
+    # log and checkpoints.
+    def share(data=None):
+        return SyntheticSet(end - first, args.ipc, info.channels, info.size, args.factor, args.decode_type, device,
+                            data=data, first_class=first, seed=args.seed)
+
+    rows = slice(first * args.ipc, end * args.ipc)
+    synset = share()
+    run = Run(args, world)
     log = run.log
-    log(f"DANCE on {dataset_tag(args)}, {device}, git {git_revision()}")
+    log(f"DANCE on {dataset_tag(args)}, {device}, git {git_revision()}" +
+        (f", {world.size} processes, classes split in contiguous shares" if world.size > 1 else ""))
     if bank is None:
         log("num_premodel 0: plain DM (a fresh random network per iteration, no calibration)")
     if run.state is not None:  # a resumed run continues from its saved set
-        synset = SyntheticSet(info.nclass, args.ipc, info.channels, info.size, args.factor, args.decode_type, device,
-                              data=run.state["data"])
+        synset = share(run.state["data"][rows])
     else:
         synset.init(args.init, sampler)
-        synset.save(run.path("data_0.pt"), set_description(args, info, 0))
-        save_set_grid(synset, info, run.path("init.png"))
+        initial = whole_set(synset, world, info, args, device)
+        if world.main:
+            initial.save(run.path("data_0.pt"), set_description(args, info, 0))
+            save_set_grid(initial, info, run.path("init.png"))
     optimizer = torch.optim.SGD([synset.data], lr=args.lr_img, momentum=args.mom_img)
     dsa = DiffAug(args.aug_type, batch=True)
+    draws = IterationDraws(args.seed, info.nclass, device)
 
-    def aug(x, groups=None):
-        return dsa(normalize(x, info.mean, info.std), groups)
+    def aug(x, groups):
+        return dsa(normalize(x, info.mean, info.std), groups, draws)
 
     update = per_class_update if args.update == "per_class" else joint_update
     recipe = eval_recipe(args, args.eval_epochs)
-    first, best = run.restore(optimizer, sampler)
+    done, best = run.restore(optimizer, sampler, rows)
     if run.finished:
         log(f"{args.save_dir} already finished its {args.niter} iterations; pass a larger --niter to continue it")
         return synset
@@ -329,17 +375,20 @@ def main(args, on_iteration=None):
         """Save the set after iteration k; evaluate it and keep data_best.pt by the selection score."""
         nonlocal best
         description = set_description(args, info, k)
-        synset.save(run.path(f"data_{k}.pt"), description)
-        save_set_grid(synset, info, run.path(f"img{k}.png"))
+        whole = whole_set(synset, world, info, args, device)
+        if world.main:
+            whole.save(run.path(f"data_{k}.pt"), description)
+            save_set_grid(whole, info, run.path(f"img{k}.png"))
         if not args.eval_every:
             return
         split_name = "held-out" if val is not None else "test"
         log(f"iteration {k}: evaluating the set ({args.eval_runs} network(s), {recipe.epochs} epochs, selection on "
             f"the {split_name} split)")
-        images, labels = synset.decoded()
+        images, labels = whole.decoded()
         with preserved_rng():  # evaluation never changes the condensation's random streams
             result = evaluate_set(images, labels, test, info, network, recipe, device, args.eval_runs,
-                                  seed=args.seed + k, log=lambda m: None, val=val, parallel=args.parallel)
+                                  seed=args.seed + k, log=lambda m: None, val=val, parallel=args.parallel,
+                                  world=world)
         if result["diverged"]:
             log(f"iteration {k}: warning: evaluation run(s) {result['diverged']} diverged (NaN or Inf loss); their "
                 f"accuracy is chance: lower --lr")
@@ -349,53 +398,59 @@ def main(args, on_iteration=None):
                     test_best_check=result["best_mean"])
         if score > best:
             best = score
-            synset.save(run.path("data_best.pt"), {**description, "selected_by": args.select_by})
+            if world.main:
+                whole.save(run.path("data_best.pt"), {**description, "selected_by": args.select_by})
             log(f"iteration {k}: new best {args.select_by} acc {best:.2f}, saved data_best.pt")
 
-    # The condensation loop (REFERENCE 6.2); SIGINT/SIGTERM stop it at the end of an iteration. The host reads
-    # the device only at log, evaluation and checkpoint steps (the finite check included).
+    # The condensation loop (REFERENCE 6.2); SIGINT/SIGTERM stop it at the end of an iteration (on every rank
+    # together). The host reads the device only at log, evaluation and checkpoint steps (the finite check
+    # included).
     with preserved_rng():  # plain DM redraws this network in place each iteration, as a new one would be drawn
         dm_net = make_network(network, device).requires_grad_(False) if bank is None else None
     run_dm_net = compiled(dm_net, args.compile and dm_net is not None)
     start = time.time()
-    with StopSignals() as stop, tqdm(total=args.niter, initial=first, desc="condense", unit="it", disable=None,
-                                     dynamic_ncols=True) as bar:
-        log.echo = bar.write
-        for k in range(first + 1, args.niter + 1):
-            encoder, expert = pick_encoder(bank, args, dm_net, network, run_dm_net)
+    with StopSignals() as stop, tqdm(total=args.niter, initial=done, desc="condense", unit="it", dynamic_ncols=True,
+                                     disable=None if world.main else True) as bar:
+        if world.main:
+            log.echo = bar.write
+        for k in range(done + 1, args.niter + 1):
+            draws.start(k)
+            encoder, expert = pick_encoder(bank, args, dm_net, network, k, run_dm_net)
             with torch.no_grad():
                 synset.data.clamp_(0, 1)
-            inner, inter = update(synset, sampler, encoder, expert, aug, optimizer, args)
+            inner, inter = update(synset, sampler, encoder, expert, aug, optimizer, args, draws)
             run.watch_finite(synset.data, inner + inter, k)
             if on_iteration is not None:
                 on_iteration(k, synset, bank)
             bar.update()
-            log_step = k % LOG_EVERY == 0 or k == args.niter or k == first + 1
-            if log_step or stop.signum or (args.eval_every and k % args.eval_every == 0) or \
+            stopping = world.any(stop.signum is not None)
+            log_step = k % LOG_EVERY == 0 or k == args.niter or k == done + 1
+            if log_step or stopping or (args.eval_every and k % args.eval_every == 0) or \
                     (args.ckpt_every and k % args.ckpt_every == 0):
                 run.check_finite()
             if log_step:
                 calib = args.iter_calib if expert is not None else 0
-                inner, inter = float(inner) / info.nclass, float(inter) / info.nclass / max(calib, 1)
-                per_it = (time.time() - start) / (k - first)
+                inner, inter = total_losses(world, inner, inter)
+                inner, inter = inner / info.nclass, inter / info.nclass / max(calib, 1)
+                per_it = (time.time() - start) / (k - done)
                 bar.set_postfix(inner=f"{inner:.4f}", calib=f"{inter:.4f}")
                 log(f"iteration {k}/{args.niter}: inner loss {inner:.4f}, calibration loss {inter:.4f} "
                     f"({per_it:.3f} s/iter, {per_it * (args.niter - k) / 60:.1f} min left)")
                 log.metrics(iter=k, inner=inner, calibration=inter, sec_per_iter=per_it)
             if args.eval_every and k % args.eval_every == 0:
                 evaluate_and_save(k)
-            if stop.signum or (args.ckpt_every and k % args.ckpt_every == 0):
+            if stopping or (args.ckpt_every and k % args.ckpt_every == 0):
                 run.checkpoint(k, synset, optimizer, sampler, best)  # --resume continues from here exactly
-            if stop.signum:
-                run.stop(stop.signum, k)
-    log.echo = print
+            if stopping:
+                run.stop(stop.signum or signal.SIGTERM, k)
+    log.echo = print if world.main else log.echo
     run.check_finite()
     with torch.no_grad():
         synset.data.clamp_(0, 1)  # the final set as saved
     if not (args.eval_every and args.niter % args.eval_every == 0) or args.niter == 0:
         evaluate_and_save(args.niter)  # the final set is always saved
     run.checkpoint(args.niter, synset, optimizer, sampler, best, final=True)
-    log(f"done: {args.niter - first} iterations in {time.time() - start:.0f} s; results in {args.save_dir} "
+    log(f"done: {args.niter - done} iterations in {time.time() - start:.0f} s; results in {args.save_dir} "
         f"(the final set: data_{args.niter}.pt)")
     return synset
 

@@ -18,8 +18,9 @@ from utils import UserError
 class World:
     """This process's place among the torchrun processes: rank, size, and the device it drives."""
 
-    def __init__(self, rank=0, size=1, local_rank=0):
+    def __init__(self, rank=0, size=1, local_rank=0, control=None):
         self.rank, self.size, self.local_rank = rank, size, local_rank
+        self.control = control  # a gloo group for host-side objects and flags (None: the default group)
 
     @property
     def main(self):
@@ -35,8 +36,28 @@ class World:
         if self.size == 1:
             return [obj]
         out = [None] * self.size
-        dist.all_gather_object(out, obj)
+        dist.all_gather_object(out, obj, group=self.control)
         return out
+
+    def any(self, flag):
+        """True on every rank when `flag` is true on some rank (host values only: no device is read)."""
+        if self.size == 1:
+            return bool(flag)
+        t = torch.tensor([1 if flag else 0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
+        return bool(t.item())
+
+    def class_range(self, nclass, chunk=1):
+        """This rank's contiguous classes [first, end): blocks of `chunk` classes (0: classes one by one) dealt out
+        evenly, so a block, the unit a network pass sees, never straddles two ranks."""
+        chunk = chunk or 1
+        blocks = -(-nclass // chunk)
+        if blocks < self.size:
+            raise UserError(f"{self.size} processes need at least {self.size} blocks of --class_chunk {chunk} "
+                            f"classes, and {nclass} classes make {blocks}; start fewer processes or lower "
+                            f"--class_chunk")
+        first, end = self.rank * blocks // self.size, (self.rank + 1) * blocks // self.size
+        return first * chunk, min(end * chunk, nclass)
 
     def barrier(self):
         if self.size > 1:
@@ -65,7 +86,8 @@ def start_world(device):
         raise UserError(f"torchrun with --device {device.type} is not supported; use cuda or cpu")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return World(rank, size, local_rank), device
+    control = dist.new_group(backend="gloo") if device.type == "cuda" else None
+    return World(rank, size, local_rank, control), device
 
 
 def end_world(world, clean=True):

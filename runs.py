@@ -16,7 +16,8 @@ from utils import (Logger, RunStopped, UserError, atomic_save, atomic_write_json
                    remove_stale_temps, rng_state, safe_load, set_rng_state)
 
 STATE = "state.pt"
-STATE_KEYS = {"next_iter", "done", "data", "optimizer", "sampler", "best", "rng", "args"}
+STATE_FORMAT = 2  # 2: per-class streams keyed by seed and iteration, the momentum as one tensor (2026-12-03)
+STATE_KEYS = {"format", "next_iter", "done", "data", "momentum", "sampler", "best", "rng", "args"}
 # Settings that do not make a run a different experiment (where and how it ran, its seed, its evaluations).
 NOT_METHOD = frozenset({"seed", "save_dir", "resume", "device", "ckpt_every", "print_config", "reproduce",
                         "data_dir", "pretrain_dir", "download", "eval_every", "eval_interval", "eval_runs"})
@@ -46,10 +47,14 @@ def load_state(folder, args):
         return None
     try:
         state = safe_load(path, "run state")
-        if not (isinstance(state, dict) and STATE_KEYS <= state.keys()):
+        if not (isinstance(state, dict) and {"next_iter", "args"} <= state.keys()):
             raise UserError("not a state.pt")
     except UserError:
         raise UserError(f"--resume: {path} is unreadable; delete it to restart the run from iteration 1") from None
+    if state.get("format") != STATE_FORMAT or not STATE_KEYS <= state.keys():
+        raise UserError(f"--resume: {path} was written by an earlier DANCE.py, whose random streams differ, so it "
+                        f"cannot continue exactly; finish it with the version that started it (git revision in "
+                        f"{folder}/log.txt) or start a new run")
     changed, done = settings_diff(state["args"], vars(args)), state["next_iter"]
     if changed:
         raise UserError(f"--resume: {path} was written with other settings ({', '.join(changed)}); restore "
@@ -61,17 +66,26 @@ def load_state(folder, args):
 
 
 class Run:
-    """One condensation run's folder: created here (after every input was checked), logged, checkpointed."""
+    """One condensation run's folder: created here (after every input was checked), logged, checkpointed.
 
-    def __init__(self, args):
-        self.args, self.folder = args, args.save_dir
+    Under torchrun every rank reads (the state to resume), and rank 0 alone creates and writes; `log` is quiet
+    on the other ranks.
+    """
+
+    def __init__(self, args, world):
+        self.args, self.folder, self.world = args, args.save_dir, world
         refuse_used_folder(self.folder, args.resume)
-        if args.resume:
-            remove_stale_temps(self.folder)  # a write the kill interrupted; its target file is intact
-        make_dir(self.folder, "--save_dir")
-        self.log = Logger(self.folder)
         self.state = load_state(self.folder, args) if args.resume else None
-        atomic_write_json(vars(args), os.path.join(self.folder, "args.json"))
+        world.barrier()  # every rank has read the folder before rank 0 writes to it
+        if world.main:
+            if args.resume:
+                remove_stale_temps(self.folder)  # a write the kill interrupted; its target file is intact
+            make_dir(self.folder, "--save_dir")
+            self.log = Logger(self.folder)
+            atomic_write_json(vars(args), os.path.join(self.folder, "args.json"))
+        else:
+            self.log = Logger()
+            self.log.echo = lambda line: None
         self.saved = self.state["next_iter"] if self.state else None  # the iteration state.pt is after
         self._first_bad = None  # device scalar: the first iteration with NaN/Inf, -1 while none
         if args.resume and self.state is None:
@@ -86,21 +100,36 @@ class Run:
         """True when state.pt says the run already did all of --niter."""
         return bool(self.state and self.state["done"] and self.state["next_iter"] == self.args.niter)
 
-    def restore(self, optimizer, sampler):
-        """Put the optimizer, real-batch streams and random streams back; returns (iterations done, best score)."""
+    def restore(self, optimizer, sampler, rows):
+        """Put this rank's share back (momentum `rows` of the set, real-batch streams) and the random streams;
+        returns (iterations done, best score)."""
         if self.state is None:
             return 0, -1.0
-        optimizer.load_state_dict(self.state["optimizer"])
+        momentum = self.state["momentum"]
+        if momentum is not None:
+            param = optimizer.param_groups[0]["params"][0]
+            optimizer.state[param]["momentum_buffer"] = momentum[rows].to(param.device)
         sampler.load_state_dict(self.state["sampler"])
         set_rng_state(self.state["rng"])
         self.log(f"resuming after iteration {self.state['next_iter']} from {self.path(STATE)}")
         return self.state["next_iter"], self.state["best"]
 
     def checkpoint(self, done, synset, optimizer, sampler, best, final=False):
-        """Write everything the loop needs to continue after iteration `done` to state.pt, atomically."""
-        atomic_save({"next_iter": done, "done": final, "data": synset.data.detach().cpu(),
-                     "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(), "best": best,
-                     "rng": rng_state(), "args": vars(self.args)}, self.path(STATE))
+        """Write everything the loop needs to continue after iteration `done` to state.pt, atomically: every
+        rank's share gathered, by class, so any number of processes can continue it."""
+        param = optimizer.param_groups[0]["params"][0]
+        momentum = optimizer.state.get(param, {}).get("momentum_buffer")
+        shares = self.world.gather((synset.data.detach().cpu(), None if momentum is None else momentum.cpu(),
+                                    sampler.state_dict()))
+        if self.world.main:
+            momenta = [m for _, m, _ in shares]
+            passes = {c: p for _, _, s in shares for c, p in s["passes"].items()}
+            atomic_save({"format": STATE_FORMAT, "next_iter": done, "done": final,
+                         "data": torch.cat([d for d, _, _ in shares]),
+                         "momentum": None if momenta[0] is None else torch.cat(momenta),
+                         "sampler": {"passes": passes}, "best": best, "rng": rng_state(), "args": vars(self.args)},
+                        self.path(STATE))
+        self.world.barrier()  # no rank goes on (or exits) before the state is written
         self.saved = done
 
     def watch_finite(self, data, loss, iteration):
@@ -111,15 +140,16 @@ class Run:
         self._first_bad.masked_fill_(bad & (self._first_bad < 0), iteration)
 
     def check_finite(self):
-        """At a step that reads the device anyway: stop with a UserError if a watched iteration went bad.
+        """At a step that reads the device anyway: stop with a UserError if a watched iteration went bad (on any
+        rank: every rank stops).
 
         Called before every save, so no state.pt or data_*.pt ever holds NaN.
         """
-        if self._first_bad is None:
+        mine = -1 if self._first_bad is None else int(self._first_bad)
+        bad = [i for i in self.world.gather(mine) if i >= 0]
+        if not bad:
             return
-        iteration = int(self._first_bad)
-        if iteration < 0:
-            return
+        iteration = min(bad)
         last = (f"its last good checkpoint, {self.path(STATE)} (after iteration {self.saved}), is intact"
                 if self.saved is not None else f"no checkpoint was written yet ({self.path('data_0.pt')} is "
                                                f"the initial set)")

@@ -134,7 +134,8 @@ def _condense(p):
                    help="per_class: one step per class per view (reference); joint: one step per view")
     g.add_argument("--class_chunk", type=int, default=None,
                    help="joint: classes per forward pass (bounds memory; the loss and step are unchanged up to float "
-                        "order); 0: all at once; default 1 on the CPU, all on an accelerator")
+                        "order); 0: all at once; default 1 on the CPU, all on an accelerator; under torchrun the "
+                        "classes are dealt to processes in blocks of this size")
     g.add_argument("--eval_every", type=int, default=500, help="iterations between evaluations (0: off)")
     g.add_argument("--eval_runs", type=int, default=1, help="networks trained per periodic evaluation")
     _holdout(g)

@@ -92,9 +92,15 @@ def child_condense(c):
     compile_flag = {"compile": True} if getattr(c, "compile", False) else {}  # older checkouts (--against) lack the argument
     bank = DANCE.ExpertBank(folder, 1, network, device, "", **compile_flag)
     dsa = DiffAug("color_crop_cutout", batch=True)
+    try:  # DANCE.py's keyed draws (older checkouts, --against, draw from the global streams)
+        from data.streams import IterationDraws
+        draws = IterationDraws(0, c.nclass, device)
+    except ImportError:
+        draws = None
 
     def aug(x, groups=None):
-        return dsa(normalize(x, (0.5,) * 3, (0.25,) * 3), groups)
+        x = normalize(x, (0.5,) * 3, (0.25,) * 3)
+        return dsa(x, groups) if draws is None else dsa(x, groups, draws)
 
     synset = SyntheticSet(c.nclass, c.ipc, 3, c.size, 2, "single", device)
     optimizer = torch.optim.SGD([synset.data], lr=0.1, momentum=0.5)
@@ -104,7 +110,10 @@ def child_condense(c):
     def iteration():
         with torch.no_grad():
             synset.data.clamp_(0, 1)
-        update(synset, sampler, bank.middle(0, 0.5), bank.expert(0), aug, optimizer, ns)
+        extra = () if draws is None else (draws,)
+        if draws is not None:
+            draws.start(draws.iteration + 1)
+        update(synset, sampler, bank.middle(0, 0.5), bank.expert(0), aug, optimizer, ns, *extra)
 
     for _ in range(3 if getattr(c, "compile", False) else 0):  # compilation (one graph per batch shape and grad mode)
         iteration()

@@ -27,6 +27,7 @@ CUTOUT_RATIO = 0.5
 
 FLAG_TOKENS = ("flip", "color", "cutout")
 OP_TOKENS = ("crop", "scale", "rotate", "translate")
+KEYED_COLUMNS = 8  # the most values one call draws per sample: flip 1, color 3, an op 2, cutout 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,6 +147,37 @@ class DiffAug:
     def __repr__(self):
         return f"DiffAug({self.strategy!r}, batch={self.batch})"
 
+    def _stream_draws(self, x, groups):
+        """(uniform, integers, choose) drawing from the global torch and Python streams."""
+        idx, g = self._group_index(x, groups)
+        dev = x.device
+
+        # NOTE(reference): batch mode draws with torch instead of numpy, through the same (G,) path.
+        def uniform():
+            return torch.rand(g, device=dev)[idx]
+
+        def integers(low, high):  # uniform on [low, high)
+            return torch.randint(low, high, (g,), device=dev)[idx]
+
+        return uniform, integers, random.randrange
+
+    @staticmethod
+    def _keyed_draws(x, groups, draws):
+        """(uniform, integers, choose) reading the columns of this call's per-class table in turn."""
+        if groups is None:
+            raise ValueError("keyed draws need the class id of every sample (groups)")
+        call = draws.next_call()
+        table = draws.table(KEYED_COLUMNS, call)[groups.to(x.device).long()]
+        columns = iter(table.unbind(1))
+
+        def uniform():
+            return next(columns)
+
+        def integers(low, high):  # uniform on [low, high)
+            return (low + (uniform() * (high - low)).long()).clamp_(max=high - 1)
+
+        return uniform, integers, lambda n: draws.choice(n, call)
+
     def _group_index(self, x, groups):
         """Return (index (N,), G): sample i uses draw index[i] out of G draws."""
         n = x.shape[0]
@@ -159,21 +191,19 @@ class DiffAug:
             return torch.zeros(n, dtype=torch.long, device=x.device), 1
         return torch.arange(n, device=x.device), n
 
-    def __call__(self, x, groups=None):
-        """Augment x (N x C x H x W); one draw per sample, per batch (batch=True) or per group."""
+    def __call__(self, x, groups=None, draws=None):
+        """Augment x (N x C x H x W); one draw per sample, per batch (batch=True) or per group.
+
+        With `draws` (a data.streams.IterationDraws), `groups` holds each sample's class id and class c's
+        parameters are row c of a table drawn for every class: the same whichever other classes are in x.
+        """
         if not self.enabled:
             return x
         _, _, h, w = x.shape
-        idx, g = self._group_index(x, groups)
-        dev = x.device
-
-        # NOTE(reference): batch mode draws with torch instead of numpy, through the same (G,) path.
-        def uniform():
-            return torch.rand(g, device=dev)[idx]
-
-        def integers(low, high):  # uniform on [low, high)
-            return torch.randint(low, high, (g,), device=dev)[idx]
-
+        if draws is not None:
+            uniform, integers, choose = self._keyed_draws(x, groups, draws)
+        else:
+            uniform, integers, choose = self._stream_draws(x, groups)
         if self.flip:
             x = flip(x, uniform() < PROB_FLIP)
         if self.color:
@@ -184,7 +214,7 @@ class DiffAug:
             # One op per call, shared by the whole batch (the reference's single_aug=True).
             # NOTE(reference): chosen with Python's generator (seeded with the run) instead of np.random.randint:
             # the host needs the choice, and drawing it on the host reads nothing back from the device.
-            name = self.ops[random.randrange(len(self.ops))]
+            name = self.ops[choose(len(self.ops))]
             if name in ("crop", "translate"):
                 sx, sy = int(h * CROP_PAD_RATIO + 0.5), int(w * CROP_PAD_RATIO + 0.5)
                 ty = integers(-sy, sy + 1)

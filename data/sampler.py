@@ -3,6 +3,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from data.streams import KeyedGenerator
 from utils import UserError
 
 
@@ -22,55 +23,77 @@ class ClassSampler:
     """Endless per-class streams of real images (REFERENCE 2.3, ClassBatchSampler).
 
     Each class is drawn without replacement within a pass over its images; the incomplete tail of a
-    pass is dropped. In-memory images move to `device` once, and their indices and permutations live
-    there too, so a batch never waits on a host-to-device copy. File-backed ones (ImageNet) are read
-    batch by batch with host-side indices: each class then draws from a random stream of its own (seeded
-    from the global stream when the sampler is made), so the batch after class c's, class c + 1's, is
-    decoded in a background thread while c's is in use, without changing what any class draws.
+    pass is dropped. Pass p of class c is a permutation keyed by (seed, c, p) (data/streams.py), so a class
+    draws the same batches whichever classes share the sampler, and the stream positions (pass, position)
+    are all a resumed run needs. `classes` (global ids, default all) are the classes this sampler draws;
+    methods take their position in it (0 .. len(classes) - 1). In-memory images of those classes move to
+    `device` once, and their indices and permutations live there too, so a batch never waits on a
+    host-to-device copy. File-backed ones (ImageNet) are read batch by batch with host-side indices; the batch
+    after class c's, class c + 1's, is decoded in a background thread while c's is in use, without changing
+    what any class draws.
     """
 
-    def __init__(self, split, nclass, batch_size, device, prefetch=True):
-        self.images = split.images.to(device) if torch.is_tensor(split.images) else split.images
-        self.index_device = self.images.device if torch.is_tensor(self.images) else torch.device("cpu")
+    def __init__(self, split, nclass, batch_size, device, seed=0, classes=None, prefetch=True):
+        self.classes = list(range(nclass) if classes is None else classes)
+        self.nclass, self.batch_size, self.device = len(self.classes), batch_size, device
         labels = split.labels.cpu()
-        self.nclass, self.batch_size, self.device = nclass, batch_size, device
-        self.class_indices = [torch.nonzero(labels == c).flatten().to(self.index_device) for c in range(nclass)]
-        empty = [c for c, idx in enumerate(self.class_indices) if len(idx) == 0]
+        self.files = not torch.is_tensor(split.images)
+        if self.files:
+            self.images, self.index_device = split.images, torch.device("cpu")
+        else:  # only this sampler's classes go to the device
+            mine = torch.isin(labels, torch.tensor(self.classes))
+            self.images, labels = split.images[mine].to(device), labels[mine]
+            self.index_device = self.images.device
+        self.class_indices = [torch.nonzero(labels == c).flatten().to(self.index_device) for c in self.classes]
+        empty = [c for c, idx in zip(self.classes, self.class_indices) if len(idx) == 0]
         if empty:
             raise UserError(f"class {empty[0]} has no training images; check the dataset's files")
         self.sizes = [min(len(idx), batch_size) for idx in self.class_indices]
-        self.groups = torch.arange(nclass, device=device).repeat_interleave(torch.tensor(self.sizes, device=device))
-        self._perm = [None] * nclass
-        self._pos = [0] * nclass
-        self.files = not torch.is_tensor(self.images)
-        self._streams, self._ahead, self._pool = None, {}, None
-        if self.files:
-            base = int(torch.randint(2**62, ()))  # one global draw: the per-class streams follow the run's seed
-            self._streams = [torch.Generator().manual_seed(base + c) for c in range(nclass)]
-            self._pool = ThreadPoolExecutor(1) if prefetch else None
+        self.groups = torch.arange(self.nclass, device=device).repeat_interleave(
+            torch.tensor(self.sizes, device=device))
+        self._generators = KeyedGenerator(seed, self.index_device)
+        self._pass = [0] * self.nclass  # pass 0: none drawn yet
+        self._pos = [0] * self.nclass
+        self._perm = [None] * self.nclass
+        self._ahead = {}
+        self._pool = ThreadPoolExecutor(1) if self.files and prefetch else None
+
+    def _permutation(self, c, npass):
+        """Class c's order of pass `npass` (keyed: the same in any sampler and after a resume)."""
+        n = len(self.class_indices[c])
+        return torch.randperm(n, generator=self._generators("real", self.classes[c], npass), device=self.index_device)
+
+    def _next(self, c):
+        """(dataset positions of class c's next batch, the stream position after it), uncommitted."""
+        idx, size = self.class_indices[c], self.sizes[c]
+        npass, pos, perm = self._pass[c], self._pos[c], self._perm[c]
+        if npass == 0 or pos + size > len(idx):
+            npass, pos = npass + 1, 0
+            perm = self._permutation(c, npass)
+        return idx[perm[pos:pos + size]], (npass, pos + size, perm)
+
+    def _commit(self, c, position):
+        self._pass[c], self._pos[c], self._perm[c] = position
 
     def _next_indices(self, c):
-        """Dataset positions of class c's next batch (positions are tracked on the host: no device read)."""
-        idx, size = self.class_indices[c], self.sizes[c]
-        if self._perm[c] is None or self._pos[c] + size > len(idx):
-            stream = self._streams[c] if self.files else None
-            self._perm[c], self._pos[c] = torch.randperm(len(idx), generator=stream, device=self.index_device), 0
-        start = self._pos[c]
-        self._pos[c] += size
-        return idx[self._perm[c][start:start + size]]
+        index, position = self._next(c)
+        self._commit(c, position)
+        return index
 
     def _take(self, c):
         """Class c's next batch as uint8/float host images of files: the prefetched one if there is one."""
-        index, pending = self._ahead.pop(c, (None, None))
-        if index is None:
-            index = self._next_indices(c)
-        return pending.result() if pending is not None else self.images[index]
+        if c in self._ahead:
+            position, pending = self._ahead.pop(c)
+            self._commit(c, position)
+            return pending.result()
+        return self.images[self._next_indices(c)]
 
     def _prefetch(self, c):
-        """Draw class c's next batch now and decode it in the background (files only)."""
+        """Draw class c's next batch now and decode it in the background (files only); it counts as drawn
+        once taken, so a checkpoint in between draws it again."""
         if self._pool is not None and c not in self._ahead:
-            index = self._next_indices(c)
-            self._ahead[c] = (index, self._pool.submit(self.images.__getitem__, index))
+            index, position = self._next(c)
+            self._ahead[c] = (position, self._pool.submit(self.images.__getitem__, index))
 
     def sample(self, c):
         """The next batch of class c: float (B, C, H, W) in [0, 1] on the device."""
@@ -81,7 +104,7 @@ class ClassSampler:
         return to_float(batch).to(self.device)
 
     def sample_all(self):
-        """One batch per class, concatenated class by class, with the class id of every image."""
+        """One batch per class, concatenated class by class, with the class (position) of every image."""
         if self.files:
             return torch.cat([to_float(self._take(c)) for c in range(self.nclass)]).to(self.device), self.groups
         index = torch.cat([self._next_indices(c) for c in range(self.nclass)])
@@ -93,21 +116,20 @@ class ClassSampler:
         return gather(self.images, idx[torch.arange(n, device=self.index_device) % len(idx)], self.device)
 
     def state_dict(self):
-        """Stream positions, so a resumed run draws the same batches (files: also the per-class streams and the
-        batches drawn ahead, which a resumed run decodes again)."""
-        state = {"perm": [None if p is None else p.cpu() for p in self._perm], "pos": self._pos}
-        if self.files:
-            state["streams"] = [g.get_state() for g in self._streams]
-            state["ahead"] = {c: index.cpu() for c, (index, _) in self._ahead.items()}
-        return state
+        """{global class id: [pass, position]}: what a resumed run needs to draw the same batches, in a form that
+        merges with other samplers' (another split of the classes over processes)."""
+        return {"passes": {g: [self._pass[c], self._pos[c]] for c, g in enumerate(self.classes)}}
 
     def load_state_dict(self, state):
-        self._perm = [None if p is None else p.to(self.index_device) for p in state["perm"]]
-        self._pos = list(state["pos"])
-        if self.files and "streams" in state:  # a state.pt from before 2026-11-25 keeps the fresh streams
-            for g, s in zip(self._streams, state["streams"]):
-                g.set_state(s)
-            self._ahead = {int(c): (index, None) for c, index in state["ahead"].items()}
+        """Take this sampler's classes' positions from a state (of any split of the classes)."""
+        if "passes" not in state:
+            raise UserError("the state's real-batch streams come from an earlier version, whose random draws "
+                            "differ; finish that run with the version that started it, or start a new run")
+        for c, g in enumerate(self.classes):
+            npass, pos = state["passes"][g]
+            self._pass[c], self._pos[c] = int(npass), int(pos)
+            self._perm[c] = self._permutation(c, npass) if npass > 0 else None
+        self._ahead = {}
 
 
 def epoch_batches(n, batch_size, device=None):

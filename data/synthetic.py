@@ -6,6 +6,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from data.streams import KeyedGenerator
 from utils import UserError, atomic_save, atomic_write_json, safe_load
 
 DESCRIPTION_FORMAT = "dance-set/1"
@@ -62,6 +63,12 @@ def decode(images, factor, decode_type="single", bound=128):
     return decode_zoom(images, factor)
 
 
+def noise_images(ipc, channels, size, seed, c):
+    """Class c's starting noise, N(0.5, 0.25^2) clamped to [0, 1], drawn from a stream keyed by (seed, c)."""
+    g = KeyedGenerator(seed, "cpu")("noise", c)
+    return (torch.randn(ipc, channels, size, size, generator=g) / 4 + 0.5).clamp_(0, 1)
+
+
 def tile_mix(images, factor, ipc):
     """Mix init: tile factor^2 groups of ipc real images, nearest-downsampled, into ipc images.
 
@@ -86,12 +93,16 @@ def tile_mix(images, factor, ipc):
 class SyntheticSet:
     """nclass * ipc storage images in [0,1] pixels, class-major; the only optimised tensor."""
 
-    def __init__(self, nclass, ipc, channels, size, factor=1, decode_type="single", device="cpu", data=None):
+    def __init__(self, nclass, ipc, channels, size, factor=1, decode_type="single", device="cpu", data=None,
+                 first_class=0, seed=0):
+        """`nclass` classes from global class id `first_class` on (a process's share; default: all classes)."""
         self.nclass, self.ipc, self.factor, self.decode_type = nclass, ipc, factor, decode_type
-        if data is None:
-            data = (torch.randn(nclass * ipc, channels, size, size) / 4 + 0.5).clamp_(0, 1)
+        self.first_class = first_class
+        if data is None:  # each class's noise is keyed by its id: the same in any share of the classes
+            data = torch.cat([noise_images(ipc, channels, size, seed, c)
+                              for c in range(first_class, first_class + nclass)])
         self.data = data.detach().float().to(device).requires_grad_(True)
-        self.targets = torch.arange(nclass).repeat_interleave(ipc)
+        self.targets = torch.arange(first_class, first_class + nclass).repeat_interleave(ipc)
 
     def init(self, how, sampler):
         """Fill the storage from real data: 'random' (first images), 'mix' (tiled), or 'noise' (keep)."""
@@ -106,12 +117,12 @@ class SyntheticSet:
                 elif how != "noise":
                     raise UserError(f"unknown --init '{how}'; choose random, mix or noise")
 
-    def decoded_per_class(self, max_size=0, classes=None, bound=None, pixels=None):
+    def decoded_per_class(self, max_size=0, classes=None, bound=None, pixels=None, draws=None):
         """Decoded images of the given classes (all, or a slice), (k, m, C, H, W), differentiable.
 
-        With max_size > 0 and more decoded images than that, a random subset of max_size per class.
-        'bound' decoding is bounded by `bound`, else by max_size (REFERENCE 5.4). `pixels` replaces the
-        storage (same shape), e.g. by its clamped copy.
+        With max_size > 0 and more decoded images than that, a random subset of max_size per class (keyed by
+        class id with `draws`, a data.streams.IterationDraws). 'bound' decoding is bounded by `bound`, else by
+        max_size (REFERENCE 5.4). `pixels` replaces the storage (same shape), e.g. by its clamped copy.
         """
         pixels = self.data if pixels is None else pixels
         storage = pixels.view(self.nclass, self.ipc, *pixels.shape[1:])
@@ -128,13 +139,18 @@ class SyntheticSet:
             out = torch.stack([decode(s, self.factor, self.decode_type, bound) for s in storage])
         m = out.shape[1]
         if 0 < max_size < m:
-            keep = torch.rand(k, m, device=out.device).argsort(dim=1)[:, :max_size]
+            if draws is not None:
+                first = self.first_class + ((classes.start or 0) if classes is not None else 0)
+                scores = draws.table(m, draws.next_call())[first:first + k]
+            else:
+                scores = torch.rand(k, m, device=out.device)
+            keep = scores.argsort(dim=1, stable=True)[:, :max_size]
             out = out[torch.arange(k, device=out.device)[:, None], keep]
         return out
 
-    def sample(self, c, max_size):
+    def sample(self, c, max_size, draws=None):
         """Class c's decoded images (at most max_size), differentiable."""
-        return self.decoded_per_class(max_size, slice(c, c + 1))[0]
+        return self.decoded_per_class(max_size, slice(c, c + 1), draws=draws)[0]
 
     def decoded(self, bound=128):
         """The whole decoded training set (detached, from [0, 1]-clamped pixels, as saved) and its labels.

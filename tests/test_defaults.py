@@ -41,9 +41,9 @@ def test_held_out_images_reach_neither_experts_nor_condensation(tmp_path, monkey
     monkeypatch.setattr(pretrain, "fit_group", spying_fit)
     real_sampler = DANCE.ClassSampler
 
-    def spying_sampler(split, *rest):
+    def spying_sampler(split, *rest, **kw):
         seen["condensed"].append(split.images)
-        return real_sampler(split, *rest)
+        return real_sampler(split, *rest, **kw)
 
     monkeypatch.setattr(DANCE, "ClassSampler", spying_sampler)
     pretrain.main(parse("pretrain", common + ["--pretrain_amount", "1", "--pretrain_epochs", "1"]))

@@ -1,17 +1,17 @@
-"""torchrun on the CPU (gloo, 2 processes): experts and evaluation runs dealt out to ranks give what one
-process gives (one thread each), and rank 0 alone writes the shared files."""
+"""torchrun on the CPU (gloo, 2 processes): experts, evaluation runs and classes dealt out to ranks give what
+one process gives (one thread each), and rank 0 alone writes the shared files."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
-import DANCE
-from arguments import parse
 from distributed import World
-from tests.fixtures import write_fixture
+from tests.fixtures import write_fixture, write_folder
 from utils import UserError, expert_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,9 +72,68 @@ def test_work_is_dealt_round_robin_and_a_single_process_owns_everything():
     assert World().owned([2, 3]) == [2, 3] and World().gather("x") == ["x"] and World().main
 
 
-def test_condensation_under_torchrun_is_refused_before_any_work(monkeypatch, common):
+def condense_flags(common, experts, chunk=1):
+    """Joint condensation flags on the fixture, with two experts trained once for the module."""
     base, flags = common
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(UserError, match="DANCE.py runs as one process"):
-        DANCE.main(parse("condense", flags + ["--save_dir", str(base / "run")]))
-    assert not (base / "run").exists()
+    if not (experts / "manifest.json").exists():
+        launch("pretrain.py", flags + ["--pretrain_amount", "2", "--pretrain_epochs", "2", "--pretrain_dir",
+                                       str(experts)], 1)
+    return flags + ["--pretrain_dir", str(experts), "--num_premodel", "2", "--ipc", "2", "--update", "joint",
+                    "--class_chunk", str(chunk), "--eval_runs", "2", "--eval_epochs", "2"]
+
+
+def same_sets(a, b, names):
+    for name in names:
+        x, y = (torch.load(os.path.join(d, name), weights_only=True) for d in (a, b))
+        assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]), name
+
+
+@pytest.mark.parametrize("nclass, chunk", [(3, 1), (4, 2)])
+def test_joint_condensation_on_two_ranks_equals_one_process(tmp_path, nclass, chunk):
+    """3 classes: shares of 2 and 1 (uneven); 4 classes in chunks of 2: one chunk per rank."""
+    data_dir = write_folder(str(tmp_path / "data"), nclass=nclass)
+    common = (tmp_path, ["-d", "folder", "--size", "16", "--data_dir", data_dir, "--width", "0.0625", "--device",
+                         "cpu", "--parallel", "1"])
+    argv = condense_flags(common, tmp_path / "experts", chunk) + ["--niter", "6", "--eval_every", "3"]
+    launch("DANCE.py", argv + ["--save_dir", str(tmp_path / "one")], 1)
+    out = launch("DANCE.py", argv + ["--save_dir", str(tmp_path / "two")], 2)
+    same_sets(tmp_path / "one", tmp_path / "two", ["data_0.pt", "data_3.pt", "data_6.pt", "data_best.pt"])
+    one, two = (torch.load(tmp_path / d / "state.pt", weights_only=True) for d in ("one", "two"))
+    assert torch.equal(one["momentum"], two["momentum"]) and one["sampler"] == two["sampler"]
+    assert sorted(two["sampler"]["passes"]) == list(range(nclass))
+    log = (tmp_path / "two" / "log.txt").read_text()
+    assert "2 processes" in log and log.count("iteration 6/6") == 1 and "iteration 3: test acc" in log
+    assert out.count("done: 6 iterations") == 1  # rank 1 says nothing
+
+
+def test_a_killed_rank_stops_the_job_and_one_process_resumes_it_exactly(common, tmp_path):
+    argv = condense_flags(common, common[0] / "experts") + ["--eval_every", "0", "--ckpt_every", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            os.path.join(ROOT, "DANCE.py"), *argv, "--niter", "100000", "--save_dir",
+                            str(tmp_path / "killed")], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "state.pt"
+    try:
+        deadline = time.time() + 300
+        while not (state.exists() and torch.load(state, weights_only=True)["next_iter"] >= 4):
+            assert job.poll() is None and time.time() < deadline, "the job ended before its 4th iteration"
+            time.sleep(0.2)
+        workers = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout.split()
+        os.kill(int(sorted(workers)[-1]), signal.SIGKILL)
+        assert job.wait(timeout=120) != 0  # torchrun stops the other rank and fails
+    finally:
+        job.kill()
+    done = torch.load(state, weights_only=True)["next_iter"]
+    launch("DANCE.py", ["--resume", str(tmp_path / "killed"), "--niter", str(done + 3)], 1)
+    launch("DANCE.py", argv + ["--niter", str(done + 3), "--save_dir", str(tmp_path / "whole")], 1)
+    same_sets(tmp_path / "killed", tmp_path / "whole", [f"data_{done + 3}.pt"])
+
+
+def test_classes_are_dealt_in_contiguous_blocks_of_the_chunk():
+    assert [World(r, 2).class_range(3) for r in range(2)] == [(0, 1), (1, 3)]
+    assert [World(r, 2).class_range(10, 4) for r in range(2)] == [(0, 4), (4, 10)]  # blocks 0-3, 4-7, 8-9
+    assert [World(r, 3).class_range(7, 0) for r in range(3)] == [(0, 2), (2, 4), (4, 7)]
+    assert World().class_range(5, 2) == (0, 5)
+    with pytest.raises(UserError, match="3 processes need at least 3 blocks of --class_chunk 4 classes, and 8 classes make 2"):
+        World(0, 3).class_range(8, 4)
