@@ -7,6 +7,9 @@ from data.streams import KeyedGenerator
 from utils import UserError
 
 
+PREFETCH_THREADS = 4  # image decoding releases the GIL: a few threads keep up with a GPU step
+
+
 def to_float(images):
     """uint8 [0,255] -> float32 [0,1]; float input passes through."""
     return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
@@ -29,8 +32,8 @@ class ClassSampler:
     methods take their position in it (0 .. len(classes) - 1). In-memory images of those classes move to
     `device` once, and their indices and permutations live there too, so a batch never waits on a
     host-to-device copy. File-backed ones (ImageNet) are read batch by batch with host-side indices; the batch
-    after class c's, class c + 1's, is decoded in a background thread while c's is in use, without changing
-    what any class draws.
+    after class c's, class c + 1's (per class), or every class's next batch (all classes at once), is
+    decoded in background threads while the current one is in use, without changing what any class draws.
     """
 
     def __init__(self, split, nclass, batch_size, device, seed=0, classes=None, prefetch=True):
@@ -56,7 +59,7 @@ class ClassSampler:
         self._pos = [0] * self.nclass
         self._perm = [None] * self.nclass
         self._ahead = {}
-        self._pool = ThreadPoolExecutor(1) if self.files and prefetch else None
+        self._pool = ThreadPoolExecutor(PREFETCH_THREADS) if self.files and prefetch else None
 
     def _permutation(self, c, npass):
         """Class c's order of pass `npass` (keyed: the same in any sampler and after a resume)."""
@@ -104,9 +107,14 @@ class ClassSampler:
         return to_float(batch).to(self.device)
 
     def sample_all(self):
-        """One batch per class, concatenated class by class, with the class (position) of every image."""
+        """One batch per class, concatenated class by class, with the class (position) of every image.
+
+        Files: every class's next batch is then drawn and decoded in the background, for the next call."""
         if self.files:
-            return torch.cat([to_float(self._take(c)) for c in range(self.nclass)]).to(self.device), self.groups
+            real = torch.cat([to_float(self._take(c)) for c in range(self.nclass)]).to(self.device)
+            for c in range(self.nclass):
+                self._prefetch(c)
+            return real, self.groups
         index = torch.cat([self._next_indices(c) for c in range(self.nclass)])
         return gather(self.images, index, self.device), self.groups
 

@@ -47,3 +47,17 @@ def test_resume_mid_prefetch_draws_the_same_batches(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(expected, got))
     real, groups = second.sample_all()
     assert real.shape[0] == 20 and groups.tolist() == sorted(groups.tolist())
+
+
+def test_all_classes_prefetched_for_the_next_joint_step_change_no_batch(tmp_path):
+    root = F.write_imagenet(tmp_path, nclass=10, n_train_per_class=4)
+    train, _, _ = load_dataset("imagenet", root, nclass=10, size=16)
+    plain = ClassSampler(train, 10, 3, "cpu", prefetch=False)
+    fetched = ClassSampler(train, 10, 3, "cpu")
+    expected = [plain.sample_all()[0] for _ in range(3)]
+    got = [fetched.sample_all()[0] for _ in range(2)]
+    assert sorted(fetched._ahead) == list(range(10))  # the next step's batches are on their way
+    resumed = ClassSampler(train, 10, 3, "cpu")
+    resumed.load_state_dict(fetched.state_dict())  # batches drawn ahead are drawn again
+    got.append(resumed.sample_all()[0])
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))
