@@ -27,6 +27,7 @@ from data.streams import IterationDraws, host_uniform, key
 from data.synthetic import SyntheticSet
 from distributed import end_world, start_world
 from models import check_network, compiled, make_network, network_config, network_difference, reinitialize_
+from plots import RUN_PLOT, plot_run
 from records import summary
 from runs import Run, StopSignals, set_description
 from evaluation import eval_recipe, evaluate_set
@@ -450,8 +451,10 @@ def condense(args, world, device, on_iteration):
     if not (args.eval_every and args.niter % args.eval_every == 0) or args.niter == 0:
         evaluate_and_save(args.niter)  # the final set is always saved
     run.checkpoint(args.niter, synset, optimizer, sampler, best, final=True)
+    if world.main:
+        plot_run(args.save_dir)
     log(f"done: {args.niter - done} iterations in {time.time() - start:.0f} s; results in {args.save_dir} "
-        f"(the final set: data_{args.niter}.pt)")
+        f"(the final set: data_{args.niter}.pt; losses and accuracies drawn in {RUN_PLOT})")
     return synset
 
 

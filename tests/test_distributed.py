@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 
 from distributed import World
 from tests.fixtures import write_fixture, write_folder
@@ -104,6 +105,8 @@ def test_joint_condensation_on_two_ranks_equals_one_process(tmp_path, nclass, ch
     log = (tmp_path / "two" / "log.txt").read_text()
     assert "2 processes" in log and log.count("iteration 6/6") == 1 and "iteration 3: test acc" in log
     assert out.count("done: 6 iterations") == 1  # rank 1 says nothing
+    with Image.open(tmp_path / "two" / "curves.png") as curves:  # losses and accuracies drawn at the end
+        assert curves.width > 300 and curves.height > 150
 
 
 def test_a_killed_rank_stops_the_job_and_one_process_resumes_it_exactly(common, tmp_path):
