@@ -1,6 +1,7 @@
 """Resumable runs under real faults: SIGKILL (also in the middle of a checkpoint write), SIGTERM/SIGINT,
 truncated checkpoints, failed writes and NaN. A resumed run must end bit for bit where an uninterrupted
 one with the same seed ends (CPU)."""
+import argparse
 import errno
 import glob
 import os
@@ -17,6 +18,7 @@ import DANCE
 import pretrain
 from arguments import parse
 from tests.fixtures import write_fixture
+from runs import load_state
 from utils import RunStopped, UserError, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,3 +315,10 @@ def test_experts_trained_together_resume_bit_identically(setup, tmp_path):
     alone, together = expert_files(setup["base"] / "experts"), expert_files(tmp_path / "together")
     init = "premodel1_init.pth.tar"
     assert all(torch.equal(alone[init][k], v) for k, v in together[init].items())
+
+
+def test_a_state_from_before_keyed_draws_is_refused_naming_the_way_out(tmp_path):
+    torch.save({"next_iter": 3, "done": False, "data": torch.zeros(1), "optimizer": {}, "sampler": {}, "best": -1.0,
+                "rng": {}, "args": {"niter": 5}}, tmp_path / "state.pt")  # format 1 (2026-11)
+    with pytest.raises(UserError, match="written by an earlier DANCE.py, whose random streams differ"):
+        load_state(str(tmp_path), argparse.Namespace(niter=5))
