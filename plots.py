@@ -2,10 +2,10 @@
 (plot_summary). matplotlib is imported where used, through its object API with the Agg canvas, so drawing never
 touches pyplot's global state or needs a display; PNGs are written atomically."""
 import io
-import json
 import os
 import statistics
 
+from records import read_lines
 from utils import UserError, atomic_write_bytes
 
 RUN_PLOT = "curves.png"
@@ -36,14 +36,7 @@ def read_metrics(folder):
     path = os.path.join(folder, "metrics.jsonl")
     if not os.path.isfile(path):
         raise UserError(f"{folder} has no metrics.jsonl; pass the folder of a DANCE.py run (its --save_dir)")
-    lines = []
-    with open(path) as f:
-        for line in f:
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                continue
-    return lines
+    return read_lines(path)
 
 
 def _latest_per_iteration(lines, key):
