@@ -25,13 +25,13 @@ from data.datasets import holdout, load_dataset
 from data.sampler import ClassSampler, require_per_class
 from data.streams import IterationDraws, host_uniform, key
 from data.synthetic import SyntheticSet
-from distributed import end_world, start_world
+from training.distributed import end_world, start_world
 from models import check_network, compiled, make_network, network_config, network_difference, reinitialize_
-from plots import RUN_PLOT, plot_run
-from records import summary
-from runs import Run, StopSignals, set_description
-from evaluation import eval_recipe, evaluate_set
-from train import autocast
+from reports.plots import RUN_PLOT, plot_run
+from reports.records import summary
+from condense.run_folder import Run, StopSignals, set_description
+from training.set_accuracy import eval_recipe, evaluate_set
+from training.recipe import autocast
 from utils import (UserError, check_state_dict, expert_path, git_revision, preserved_rng, read_json, run_cli,
                    safe_load, save_grid, seed_everything, select_device)
 

@@ -27,13 +27,13 @@ from data.datasets import load_dataset
 from data.sampler import require_per_class
 from data.synthetic import SyntheticSet, load_set, read_description
 from models import MODELS, check_network, make_network, network_config
-from export import export_sets, teacher_soft_labels
-from plots import plot_summary
-from records import (evaluation_key, finished_runs, latest_record, load_results, record_evaluation, record_run,
+from reports.export import export_sets, teacher_soft_labels
+from reports.plots import plot_summary
+from reports.records import (evaluation_key, finished_runs, latest_record, load_results, record_evaluation, record_run,
                      summarize, summary, summary_table)
-from scores import dd_ranking_scores, random_subsets, score_line, score_table
-from distributed import end_world, start_world
-from evaluation import eval_recipe, evaluate_set
+from reports.dd_ranking import dd_ranking_scores, random_subsets, score_line, score_table
+from training.distributed import end_world, start_world
+from training.set_accuracy import eval_recipe, evaluate_set
 from utils import (UserError, check_state_dict, expert_path, git_revision, run_cli, safe_load, seed_everything,
                    select_device)
 

@@ -19,10 +19,10 @@ from tqdm import tqdm
 
 from arguments import dataset_tag, parse
 from data.datasets import holdout, load_dataset
-from distributed import end_world, start_world
+from training.distributed import end_world, start_world
 from models import check_network, make_network, network_config, network_difference
-from train import Recipe
-from train_many import build_networks, fit_group, group_size, groups_of
+from training.recipe import Recipe
+from training.vectorised import build_networks, fit_group, group_size, groups_of
 from utils import (Logger, UserError, atomic_save, atomic_write_json, check_state_dict, expert_path,
                    git_revision, make_dir, read_json, remove_stale_temps, run_cli, safe_load, seed_everything,
                    select_device)

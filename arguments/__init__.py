@@ -16,7 +16,7 @@ import time
 from arguments.checks import NET_TYPES, NORM_TYPES, check_explicit, check_outputs, check_settings
 from arguments.sets import described_settings
 from data.datasets import DATASETS, peek_dataset
-from train import DEFAULT_TEMPERATURE
+from training.recipe import DEFAULT_TEMPERATURE
 from utils import UserError, read_json, select_device
 
 SCRIPTS = ("pretrain", "condense", "evaluate")

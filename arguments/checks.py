@@ -5,8 +5,8 @@ import shutil
 
 from data.augment import DiffAug
 from data.datasets import DATASETS
-from export import check_export_dir
-from records import check_results_file, runs_path
+from reports.export import check_export_dir
+from reports.records import check_results_file, runs_path
 from utils import UserError, check_device_name, check_output_dir, check_output_file, select_device
 
 NET_TYPES = ("convnet", "resnet_ap", "resnet", "densenet")

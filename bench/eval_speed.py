@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.augment import cutmix, cutmix_loss  # noqa: E402
 from data.datasets import Split  # noqa: E402
 from models import build_model  # noqa: E402
-from train import Recipe, test_accuracy, train_epoch  # noqa: E402
+from training.recipe import Recipe, test_accuracy, train_epoch  # noqa: E402
 from utils import select_device  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)

@@ -21,7 +21,7 @@ import pretrain  # noqa: E402
 from arguments import parse  # noqa: E402
 from data.augment import normalize  # noqa: E402
 from data.datasets import Split, load_dataset  # noqa: E402
-from train import test_accuracy  # noqa: E402
+from training.recipe import test_accuracy  # noqa: E402
 from models import network_config  # noqa: E402
 from utils import atomic_write_json, select_device  # noqa: E402
 

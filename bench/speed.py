@@ -152,8 +152,8 @@ def child_train(c):
     import torch
 
     from models import make_network
-    from train import Recipe, fit
-    from train_many import fit_many
+    from training.recipe import Recipe, fit
+    from training.vectorised import fit_many
     from utils import select_device
 
     device = select_device(c.device)

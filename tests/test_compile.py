@@ -18,8 +18,8 @@ from data.sampler import ClassSampler
 from data.synthetic import SyntheticSet
 from models import build_model, compiled, make_network, model_config
 from tests.fixtures import write_fixture
-from train import Recipe, fit
-from train_many import fit_many
+from training.recipe import Recipe, fit
+from training.vectorised import fit_many
 from utils import UserError, atomic_save, expert_path, seed_everything
 
 pytestmark = pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),

@@ -10,7 +10,7 @@ import pretrain
 from arguments import parse
 from data.datasets import holdout, load_dataset
 from tests.fixtures import write_fixture
-from evaluation import eval_recipe
+from training.set_accuracy import eval_recipe
 from utils import UserError
 
 

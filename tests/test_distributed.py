@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from distributed import World
+from training.distributed import World
 from tests.fixtures import write_fixture, write_folder
 from utils import UserError, expert_path
 

@@ -7,7 +7,7 @@ import torch
 import evaluate
 from arguments import parse
 from data.synthetic import SyntheticSet
-from records import read_lines, runs_path
+from reports.records import read_lines, runs_path
 from tests.fixtures import write_fixture
 from utils import UserError
 

@@ -12,7 +12,7 @@ from arguments import parse
 from data.augment import normalize
 from data.datasets import load_dataset
 from data.synthetic import SyntheticSet
-from export import class_folders
+from reports.export import class_folders
 from tests.fixtures import CIFAR10_NAMES, write_fixture
 from utils import UserError
 

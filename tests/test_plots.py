@@ -2,7 +2,7 @@
 import pytest
 from PIL import Image
 
-from plots import method_label, plot_run, plot_summary
+from reports.plots import method_label, plot_run, plot_summary
 from utils import Logger, UserError
 
 

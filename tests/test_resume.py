@@ -18,7 +18,7 @@ import DANCE
 import pretrain
 from arguments import parse
 from tests.fixtures import write_fixture
-from runs import load_state
+from condense.run_folder import load_state
 from utils import RunStopped, UserError, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

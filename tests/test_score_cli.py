@@ -7,7 +7,7 @@ import evaluate
 import pretrain
 from arguments import parse
 from data.synthetic import SyntheticSet
-from records import read_lines
+from reports.records import read_lines
 from tests.fixtures import write_fixture
 
 TINY = ["--eval_epochs", "1", "--eval_interval", "1", "--batch_size", "16", "--width", "0.0625", "--device", "cpu",

@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from data.datasets import Split
-from scores import dd_ranking_scores, label_robust_score, random_subsets, score_table
-from train import Recipe, soft_label_loss, train_epoch
-from train_many import StackedNetworks, train_epoch_many
+from reports.dd_ranking import dd_ranking_scores, label_robust_score, random_subsets, score_table
+from training.recipe import Recipe, soft_label_loss, train_epoch
+from training.vectorised import StackedNetworks, train_epoch_many
 
 # (e^a - e^-1) / (e - e^-1) worked out by hand for a = 0, 0.065 and 0.06
 LRS_AT_0, LRS_AT_0065, LRS_AT_006 = 0.2689414, 0.2975148, 0.2952503

@@ -11,7 +11,7 @@ import evaluate
 import pretrain
 from arguments import parse
 from data.synthetic import SyntheticSet, checked_pixels, description_path, read_description
-from records import summarize
+from reports.records import summarize
 from tests.fixtures import write_fixture
 from utils import UserError, atomic_save
 

@@ -8,15 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-import train_many
+from training import vectorised
 from data.augment import box_masks, cutmix, cutmix_draws, cutmix_many, cutmix_loss, cutmix_loss_many
 from data.datasets import Split
 from models import build_model
-from train import Recipe, fit
-from train import test_accuracy as accuracy_of
+from training.recipe import Recipe, fit
+from training.recipe import test_accuracy as accuracy_of
 from models.convnet import ConvNet
-from train_many import CPU_GROUP_CHANNELS, StackedNetworks, can_vectorise, fit_many, group_size, groups_of
-from train_many import test_accuracy_many as accuracies_of
+from training.vectorised import CPU_GROUP_CHANNELS, StackedNetworks, can_vectorise, fit_many, group_size, groups_of
+from training.vectorised import test_accuracy_many as accuracies_of
 from utils import rng_state, seed_everything
 
 MEAN, STD = (0.4, 0.45, 0.5), (0.25, 0.2, 0.3)
@@ -76,7 +76,7 @@ def data():
 def test_one_network_makes_fits_draws_and_weights(data, net, eval_aug, precision, monkeypatch):
     images, labels, test = data
     mixes = []
-    monkeypatch.setattr(train_many, "cutmix_many", lambda *a: mixes.append(1) or cutmix_many(*a))
+    monkeypatch.setattr(vectorised, "cutmix_many", lambda *a: mixes.append(1) or cutmix_many(*a))
     recipe = Recipe(epochs=3, batch_size=16, dsa_strategy=DSA, mix_p=0.5, eval_interval=1, eval_aug=eval_aug,
                     precision=precision)
     seq, = networks(1, net)

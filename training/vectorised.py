@@ -29,7 +29,7 @@ from data.augment import cross_entropy_many, cutmix_draws, cutmix_loss_many, cut
 from data.sampler import gather
 from models import compiled, make_network
 from models.convnet import ConvNet
-from train import autocast, fit, milestones, soft_label_loss, teacher_logits, test_accuracy, test_batches
+from training.recipe import autocast, fit, milestones, soft_label_loss, teacher_logits, test_accuracy, test_batches
 from utils import rng_state, seed_everything, set_rng_state
 
 

@@ -5,7 +5,7 @@ import io
 import os
 import statistics
 
-from records import read_lines
+from reports.records import read_lines
 from utils import UserError, atomic_write_bytes
 
 RUN_PLOT = "curves.png"

@@ -15,8 +15,8 @@ import torch
 from tqdm import tqdm
 
 from models import network_probe
-from train import DEFAULT_TEMPERATURE, Recipe
-from train_many import build_networks, fit_group, group_size, groups_of, test_accuracies
+from training.recipe import DEFAULT_TEMPERATURE, Recipe
+from training.vectorised import build_networks, fit_group, group_size, groups_of, test_accuracies
 from utils import UserError
 
 

@@ -4,7 +4,7 @@ import json
 import os
 import statistics
 
-from scores import score_table
+from reports.dd_ranking import score_table
 from utils import UserError
 
 RECORD_KEYS = ("set", "dataset", "ipc", "factor", "network", "final", "mean", "std", "best_mean")
