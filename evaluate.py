@@ -9,108 +9,97 @@
 
 A set written by DANCE.py describes itself (data_K.json beside data_K.pt): its dataset, decoding, and the
 network and protocol of its run are the defaults here; flags win, except one that contradicts the set.
-Reported: the final-epoch test accuracy, mean +- std over runs (REFERENCE 8 protocol). The
-reference's figure (the best over the periodic test checks) is printed beside it, labelled as such.
-Each evaluation appends one JSON line to --results; finished runs are kept as they go, so an
-interrupted call, run again, trains only the missing runs. --score adds DD-Ranking's scores (scores.py), whose
-random-subset and whole-training-set evaluations are recorded there too and reused.
+Reported: the final-epoch test accuracy, mean +- std over runs, of networks trained with the paper's protocol (the
+official train.py `train`). The official code's figure (the best over the periodic test checks) is printed beside
+it, labelled as such. Each evaluation appends one JSON line to --results; finished runs are kept as they go, so an
+interrupted call, run again, trains only the missing runs. --score adds DD-Ranking's scores
+(reports/dd_ranking.py), whose random-subset and whole-training-set evaluations are recorded there too and reused.
 """
-import argparse
 import os
 import time
 
-
-from arguments import dataset_tag, ipc_epochs, parse, pretrain_command
-from arguments.checks import check_data_fit
+from arguments import parse
+from arguments.values import dataset_tag, eval_protocol, ipc_epochs, load_data, network_of, pretrain_command
+from condense.expert_folder import trained_expert
 from data.coreset import real_subset
-from data.datasets import load_dataset
 from data.sampler import require_per_class
-from data.synthetic import SyntheticSet, load_set, read_description
-from models import MODELS, check_network, make_network, network_config
+from data.set_files import PROTOCOL, check_classes, load_set, read_description, run_origin
+from data.synthetic import SyntheticSet
+from models import MODELS, check_network, network_config
+from reports.dd_ranking import dd_ranking_scores, random_subsets, score_line, score_table
 from reports.export import export_sets, teacher_soft_labels
 from reports.plots import plot_summary
 from reports.records import (evaluation_key, finished_runs, latest_record, load_results, record_evaluation, record_run,
-                     summarize, summary, summary_table)
-from reports.dd_ranking import dd_ranking_scores, random_subsets, score_line, score_table
-from training.distributed import end_world, start_world
+                             summarize, summary, summary_table)
+from training.distributed import torchrun_session
 from training.set_accuracy import eval_recipe, evaluate_set
-from utils import (UserError, check_state_dict, expert_path, git_revision, run_cli, safe_load, seed_everything,
-                   select_device)
+from utils import UserError, git_revision, run_cli, seed_everything, select_device
 
 DEFAULT_DEPTH = {"resnet_ap": 10, "resnet": 18}  # when --eval_nets names a ResNet without a depth
 
 
-def eval_networks(args, info):
-    """(label, network description) of every architecture to train: --eval_nets, else --net_type."""
-    if not args.eval_nets:
-        return [(f"{args.net_type}-{args.depth}", network_config(args, info))]
+def eval_networks(eval_nets, protocol, info):
+    """(label, network description) of every architecture to train on a set: the comma-separated `eval_nets`
+    (name or name-depth), else the set's protocol's network."""
+    net_type, depth, width, norm = protocol["net_type"], protocol["depth"], protocol["width"], protocol["norm_type"]
+    if not eval_nets:
+        return [(f"{net_type}-{depth}", network_config(net_type, depth, width, norm, info))]
     nets = []
-    for item in args.eval_nets.split(","):
-        name, _, depth = item.strip().partition("-")
+    for item in eval_nets.split(","):
+        name, _, given = item.strip().partition("-")
         if name not in MODELS:
             raise UserError(f"--eval_nets: unknown architecture '{name}'; choose from: {', '.join(MODELS)}")
-        if depth and not depth.isdigit():
+        if given and not given.isdigit():
             raise UserError(f"--eval_nets: '{item}' should be name or name-depth, e.g. resnet_ap-10")
-        depth = int(depth) if depth else (args.depth if name == args.net_type else DEFAULT_DEPTH.get(name, args.depth))
-        chosen = argparse.Namespace(**{**vars(args), "net_type": name, "depth": depth})
-        nets.append((name if name == "densenet" else f"{name}-{depth}", network_config(chosen, info)))
+        chosen = int(given) if given else (depth if name == net_type else DEFAULT_DEPTH.get(name, depth))
+        nets.append((name if name == "densenet" else f"{name}-{chosen}",
+                     network_config(name, chosen, width, norm, info)))
     return nets
 
 
-def trained_expert(args, network, device, purpose=None):
-    """Expert 0 of --pretrain_dir, whose features herding and k-center use (and whose predictions soft labels are)."""
-    path = expert_path(args.pretrain_dir, 0, "trained")
-    if not os.path.isfile(path):
-        purpose = purpose or f"--baseline {args.baseline} embeds images with expert 0"
-        raise UserError(f"{purpose}, and {path} is missing; run: {pretrain_command(args, 1)}")
-    net, state = make_network(network, device), safe_load(path, "expert checkpoint")
-    check_state_dict(net, state, path)
-    net.load_state_dict(state)
-    return net
-
-
 class EvalSet:
-    """One set to evaluate: its training images, labels, ipc, identity (for records) and its own settings."""
+    """One set to evaluate: its training images and labels, ipc, identity (for records), how its storage decodes,
+    its evaluation protocol (data/set_files.PROTOCOL) and the run it came from."""
 
-    def __init__(self, name, images, labels, ipc, identity, args, origin=None):
+    def __init__(self, name, images, labels, ipc, identity, factor, decode_type, protocol, origin=None):
         self.name, self.images, self.labels, self.ipc, self.identity = name, images, labels, ipc, identity
-        self.args, self.origin = args, origin or {}
+        self.factor, self.decode_type, self.protocol, self.origin = factor, decode_type, protocol, origin or {}
 
 
 def real_sets(args, train, info, device):
     """The --baseline set: the whole training set, or ipc x factor^2 real images per class."""
+    protocol = eval_protocol(args)
     if args.baseline == "full":
-        return [EvalSet("baseline:full", train.images, train.labels, len(train) // info.nclass, "full", args)]
+        return [EvalSet("baseline:full", train.images, train.labels, len(train) // info.nclass, "full", args.factor,
+                        args.decode_type, protocol)]
     require_per_class(train.labels, info.nclass, args.ipc * args.factor ** 2, info.class_names,
                       f"--baseline {args.baseline} --ipc {args.ipc}" + (f" --factor {args.factor}"
                                                                         if args.factor > 1 else ""),
                       "lower --ipc or --factor")
-    net = trained_expert(args, network_config(args, info), device) if args.baseline != "random" else None
+    net = None
+    if args.baseline != "random":
+        net, _ = trained_expert(args.pretrain_dir, network_of(args, info), device,
+                                f"--baseline {args.baseline} embeds images with expert 0", pretrain_command(args, 1))
     images, labels = real_subset(args.baseline, train, info, args.ipc, args.factor, args.decode_type, device, net)
-    return [EvalSet(f"baseline:{args.baseline}", images, labels, args.ipc, [args.baseline, args.ipc], args)]
+    return [EvalSet(f"baseline:{args.baseline}", images, labels, args.ipc, [args.baseline, args.ipc], args.factor,
+                    args.decode_type, protocol)]
 
 
 def condensed_sets(args, info, device):
-    """Every --data set, decoded with its own factor and decode type (from its description, else the flags)."""
+    """Every --data set, decoded with its own factor and decode type, with its own protocol (from its description
+    where no flag was given)."""
     sets = []
     for path in args.data:
-        own = argparse.Namespace(**{**vars(args), **args.set_settings.get(path, {})})
-        description = read_description(path) or {}
-        classes = description.get("classes")
-        if classes is not None and list(classes) != list(info.class_names):
-            raise UserError(f"{path} was condensed from classes {classes[:3]}..., but the dataset loaded now has "
-                            f"{list(info.class_names)[:3]}...; evaluate it on the data it was condensed from (or move "
-                            f"its description, {os.path.splitext(path)[0]}.json, away if it is wrong)")
+        own = args.set_settings.get(path, {})
+        factor, decode_type = own.get("factor", args.factor), own.get("decode_type", args.decode_type)
+        protocol = {**eval_protocol(args), **{k: v for k, v in own.items() if k in PROTOCOL}}
+        description = read_description(path)
+        check_classes(path, description, info.class_names)
         data, ipc = load_set(path, info.nclass, info.channels, info.size)
-        synset = SyntheticSet(info.nclass, ipc, info.channels, info.size, own.factor, own.decode_type, device,
-                              data=data)
+        synset = SyntheticSet(info.nclass, ipc, info.channels, info.size, factor, decode_type, device, data=data)
         stat = os.stat(path)
-        origin = {}
-        if description:
-            run = description["run"]
-            origin = {"condense_seed": run["seed"], "method": {**run["method"], "iteration": run["iteration"]}}
         sets.append(EvalSet(path, *synset.decoded(), ipc, [os.path.abspath(path), stat.st_size, stat.st_mtime_ns],
-                            own, origin))
+                            factor, decode_type, protocol, run_origin(description)))
     return sets
 
 
@@ -120,29 +109,21 @@ def main(args):
         if args.plot:
             print(f"accuracy against ipc drawn in {plot_summary(load_results(args.summarize), args.plot)}")
         return None
-    world, device = start_world(select_device(args.device))
-    try:
-        entries = evaluate_all(args, world, device)
-    except BaseException:
-        end_world(world, clean=False)  # torchrun then stops the other ranks
-        raise
-    end_world(world)
-    return entries
+    with torchrun_session(select_device(args.device)) as (world, device):
+        return evaluate_all(args, world, device)
 
 
 def load_teacher(args, info, device):
     """(expert 0 of --pretrain_dir in eval mode, its file's identity) for --labels soft; (None, None) for hard."""
     if args.labels != "soft":
         return None, None
-    net = trained_expert(args, network_config(args, info), device, "--labels soft trains on expert 0's predictions")
-    path = expert_path(args.pretrain_dir, 0, "trained")
-    stat = os.stat(path)
-    return net.eval().requires_grad_(False), [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
+    return trained_expert(args.pretrain_dir, network_of(args, info), device,
+                          "--labels soft trains on expert 0's predictions", pretrain_command(args, 1))
 
 
-def describe(identity, own, network, recipe, seed, teacher_id):
+def describe(identity, dataset, factor, decode_type, network, recipe, seed, teacher_id):
     """What identifies an evaluation (the key of its records): set, data, decoding, network, protocol, seed, teacher."""
-    description = {"set": identity, "dataset": dataset_tag(own), "factor": own.factor, "decode_type": own.decode_type,
+    description = {"set": identity, "dataset": dataset, "factor": factor, "decode_type": decode_type,
                    "network": network, "protocol": recipe.as_dict(), "seed": seed}
     if recipe.teacher is not None:
         description["teacher"] = teacher_id
@@ -158,7 +139,7 @@ class Evaluations:
         self.say = print if world.main else (lambda *a, **k: None)
 
     def train(self, images, labels, network, recipe, description, per_run=None):
-        """(key, result) of --runs networks trained on (images, labels) or on per_run(r) (evaluation.evaluate_set)."""
+        """(key, result) of --runs networks trained on (images, labels) or on per_run(r) (training/set_accuracy.py)."""
         args, key = self.args, evaluation_key(description)
         record = (lambda run, final, best: record_run(args.results, key, run, final, best)) if self.world.main else None
         result = evaluate_set(images, labels, self.test, self.info, network, recipe, self.device, runs=args.runs,
@@ -199,30 +180,30 @@ class Evaluations:
 
 
 def score_set(ev, train, s, label, network, recipe, hard_recipe, result, teacher_id):
-    """DD-Ranking's IOR, HLR and LRS of set `s` on `network` (scores.py): its runs (`result`) against random real
-    subsets of its ipc redrawn per run (same labels, protocol and run seeds) and, for HLR, its hard-label runs against
-    the whole training set's hard-label accuracy (computed once per dataset, network and protocol)."""
-    args, own = ev.args, s.args
-    plain = argparse.Namespace(**{**vars(own), "factor": 1, "decode_type": "single"})  # real images: no decoding
+    """DD-Ranking's IOR, HLR and LRS of set `s` on `network` (reports/dd_ranking.py): its runs (`result`) against
+    random real subsets of its ipc redrawn per run (same labels, protocol and run seeds) and, for HLR, its hard-label
+    runs against the whole training set's hard-label accuracy (computed once per dataset, network and protocol)."""
+    args, dataset = ev.args, dataset_tag(ev.args)
     syn_hard = result
     if recipe.teacher is not None:
         syn_hard = ev.reused_or_trained(s.name, f"{s.name} with hard labels (HLR)", (s.images, s.labels), s.ipc, label,
-                                        network, hard_recipe, describe(s.identity, own, network, hard_recipe, args.seed,
-                                                                       None), s.origin)
+                                        network, hard_recipe, describe(s.identity, dataset, s.factor, s.decode_type,
+                                                                       network, hard_recipe, args.seed, None), s.origin)
+    # real images need no decoding: factor 1, single
     random = ev.reused_or_trained(
         "score:random", f"random real subsets, {s.ipc} per class, redrawn per run",
         random_subsets(train, ev.info.nclass, s.ipc, args.seed, ev.device), s.ipc, label, network, recipe,
-        describe(["random subset per run", s.ipc], plain, network, recipe, args.seed, teacher_id))
+        describe(["random subset per run", s.ipc], dataset, 1, "single", network, recipe, args.seed, teacher_id))
     full = ev.reused_or_trained(
         "score:full", "the whole training set (once per dataset, network and protocol)", (train.images, train.labels),
         len(train) // ev.info.nclass, label, network, hard_recipe,
-        describe("full", plain, network, hard_recipe, None, None), once=True)
+        describe("full", dataset, 1, "single", network, hard_recipe, None, None), once=True)
     return dd_ranking_scores(result["final"], random["final"][:args.runs], syn_hard["final"][:args.runs],
                              full["mean"])
 
 
 def export_all(args, sets, info, teacher, device):
-    """Write every set under --export (export.py), with the teacher's soft labels when --labels soft."""
+    """Write every set under --export (reports/export.py), with the teacher's soft labels when --labels soft."""
     exported = [(s.name, s.images, s.labels, None if teacher is None else
                  teacher_soft_labels(teacher, s.images, info.mean, info.std, device), s.name) for s in sets]
     folders = export_sets(args.export, exported, info)
@@ -239,15 +220,13 @@ def evaluate_all(args, world, device):
     if (args.data is None) == (args.baseline is None):
         raise UserError("pass either --data PATH.pt (sets written by DANCE.py) or --baseline random|herding|"
                         "kcenter|full")
-    train, test, info = load_dataset(args.dataset, args.data_dir, download=args.download, size=args.size,
-                                     nclass=args.nclass, phase=args.phase)
-    check_data_fit(args, info)
+    train, test, info = load_data(args)
     test = test.to(device)
     teacher, teacher_id = load_teacher(args, info, device)  # a missing expert is refused before any training
     sets = real_sets(args, train, info, device) if args.baseline else condensed_sets(args, info, device)
     if args.export:
         return export_all(args, sets, info, teacher, device) if world.main else []
-    jobs = [(s, label, network) for s in sets for label, network in eval_networks(s.args, info)]
+    jobs = [(s, label, network) for s in sets for label, network in eval_networks(args.eval_nets, s.protocol, info)]
     for _, _, network in jobs:  # every network can be built before the first one trains
         check_network(network)
     for s in sets if args.score else []:
@@ -256,13 +235,14 @@ def evaluate_all(args, world, device):
     ev = Evaluations(args, world, device, test, info)
     say, entries = ev.say, []
     for s, label, network in jobs:
-        own = s.args
-        epochs = own.eval_epochs or ipc_epochs(s.ipc, own.factor, info.nclass)
-        recipe, hard_recipe = eval_recipe(own, epochs, teacher), eval_recipe(own, epochs)
+        epochs = s.protocol["eval_epochs"] or ipc_epochs(s.ipc, s.factor, info.nclass)
+        recipe = eval_recipe(s.protocol, epochs, args.compile, teacher, args.temperature)
+        hard_recipe = eval_recipe(s.protocol, epochs, args.compile)
         say(f"\n{s.name} ({len(s.images)} training images) on {label}: {recipe.epochs} epochs, "
             f"{args.runs} runs on {device}" + (f" and {world.size - 1} more process(es)" if world.size > 1 else "")
             + (f", soft labels of expert 0 at temperature {args.temperature:g}" if teacher is not None else ""))
-        description = describe(s.identity, own, network, recipe, args.seed, teacher_id)
+        description = describe(s.identity, dataset_tag(args), s.factor, s.decode_type, network, recipe, args.seed,
+                               teacher_id)
         key, result = ev.train(s.images, s.labels, network, recipe, description)
         say(summary(result))
         entry = ev.entry(s.name, key, description, s.ipc, label, s.origin, result)

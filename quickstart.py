@@ -10,7 +10,6 @@ their test accuracies next to the whole training set's (the experts: the same ne
 on all of it), with each set's gain over the random subset.
 """
 import argparse
-import json
 import os
 import statistics
 import time
@@ -19,6 +18,7 @@ import DANCE
 import evaluate
 import pretrain
 from arguments import parse
+from condense.expert_folder import read_manifest
 from utils import run_cli
 
 ROWS = ("DANCE (condensed)", "DM (condensed)", "herding (real)", "random real subset")
@@ -45,7 +45,7 @@ def main(q):
     common = ["-d", "digits", "--device", q.device, "--pretrain_dir", experts]
     results = ["--results", os.path.join(q.results, "evaluations.jsonl")]
     pretrain.main(parse("pretrain", common + ["--seed", str(q.seed)] + flags("pretrain_epochs")))
-    whole = [e["test_acc"] for e in json.load(open(os.path.join(experts, "manifest.json")))["experts"].values()]
+    whole = [e["test_acc"] for e in read_manifest(experts)["experts"].values()]
 
     def evaluated(argv, runs, seed):
         result, = evaluate.main(parse("evaluate", common + flags("eval_epochs") + argv + results + [

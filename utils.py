@@ -285,25 +285,6 @@ def safe_load(path, what="file"):
                         f"tensor file: recreate it")
 
 
-def check_state_dict(model, state, path):
-    """Refuse a checkpoint whose keys or shapes differ from `model`, naming the first mismatch."""
-    if not isinstance(state, dict):
-        raise UserError(f"{path} is not a state_dict; recreate it with pretrain.py")
-    own = model.state_dict()
-    for key, value in own.items():
-        if key not in state:
-            raise UserError(f"{path} does not match the model: key '{key}' is missing; "
-                            f"check --net_type/--depth/--width/--norm_type or retrain the experts")
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise UserError(f"{path} does not match the model: '{key}' has shape {tuple(state[key].shape)}, "
-                            f"the model needs {tuple(value.shape)}; check --net_type/--depth/--width/"
-                            f"--norm_type or retrain the experts")
-    extra = [k for k in state if k not in own]
-    if extra:
-        raise UserError(f"{path} does not match the model: unexpected key '{extra[0]}'; "
-                        f"check --net_type/--depth/--width/--norm_type or retrain the experts")
-
-
 def git_revision():
     """The repository's git revision, or 'unknown' outside a checkout."""
     try:
@@ -373,19 +354,6 @@ def save_grid(images, path, nrow=10, max_images=200, max_width=64, labels=None, 
             draw.text((4, pad + row * step + x.shape[-2] // 2 - 5), str(label), fill="black")
         picture = canvas
     _atomic_write(path, lambda f: picture.save(f, format="png"))
-
-
-@contextmanager
-def timer(store, key):
-    """Accumulate wall time of a block into store[key]."""
-    start = time.perf_counter()
-    yield
-    store[key] = store.get(key, 0.0) + time.perf_counter() - start
-
-
-def expert_path(folder, index, stage):
-    """Reference file names: premodel{i}_init.pth.tar / premodel{i}_trained.pth.tar."""
-    return os.path.join(folder, f"premodel{index}_{stage}.pth.tar")
 
 
 def read_json(path):

@@ -6,29 +6,29 @@ given on the command line. Each `arguments/<dataset>.py` holds only that dataset
 three scripts. A key that is not a flag of the script fails loudly.
 """
 import argparse
+import copy
 import importlib
 import json
 import os
-import shlex
 import sys
 import time
 
 from arguments.checks import NET_TYPES, NORM_TYPES, check_explicit, check_outputs, check_settings
 from arguments.sets import described_settings
+from arguments.values import dataset_tag, default_pretrain_dir, ipc_epochs
+from condense.run_folder import RESUMABLE
 from data.datasets import DATASETS, peek_dataset
+from data.set_files import changed_settings
 from training.recipe import DEFAULT_TEMPERATURE
 from utils import UserError, read_json, select_device
 
 SCRIPTS = ("pretrain", "condense", "evaluate")
-DATASET_NAMES = ("mnist", "fashion", "svhn", "cifar10", "cifar100", "tinyimagenet", "imagenette",
-                 "imagewoof", "imagemeow", "imagesquawk", "imagefruit", "imageyellow", "imagenet",
-                 "folder", "digits")
 
 
 def _common(p):
     """Flags every script shares: data, network, evaluation/training recipe, run control."""
     g = p.add_argument_group("data")
-    g.add_argument("-d", "--dataset", default="digits", help=f"one of: {', '.join(DATASET_NAMES)}")
+    g.add_argument("-d", "--dataset", default="digits", help=f"one of: {', '.join(DATASETS)}")
     g.add_argument("--data_dir", default="datasets",
                    help="dataset root (torchvision layout for mnist/fashion/svhn/cifar; the unpacked "
                         "folder for tinyimagenet, the ImageNet family and 'folder')")
@@ -208,8 +208,8 @@ def build_parser(script):
 
 def load_settings(dataset):
     """The dataset's settings module (arguments/<dataset>.py)."""
-    if dataset not in DATASET_NAMES:
-        raise UserError(f"unknown dataset '{dataset}'; choose one of: {', '.join(DATASET_NAMES)}")
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset '{dataset}'; choose one of: {', '.join(DATASETS)}")
     return importlib.import_module(f"arguments.{dataset}")
 
 
@@ -225,69 +225,6 @@ def _explicit(parser, argv):
                 kwargs.update(type=action.type, choices=action.choices, nargs=action.nargs)
             shadow.add_argument(*action.option_strings, **kwargs)
     return vars(shadow.parse_known_args(argv)[0])
-
-
-def ipc_epochs(ipc, factor, nclass, bound=0):
-    """Evaluation epochs of the ImageNet family (REFERENCE 1.1.2, `ipc_epoch`)."""
-    n = ipc * max(factor, 1) ** 2
-    if bound > 0:
-        n = min(n, bound)
-    for limit, epochs in ((1, 3000), (10, 2000), (50, 1500), (200, 1000), (500, 500)):
-        if n <= limit:
-            break
-    else:
-        epochs = 300
-    if nclass >= 100:  # the official code's 100-class schedule, also for every class (ImageNet-1K)
-        epochs = int(epochs * 2 / 3) // 100 * 100
-    return epochs
-
-
-def dataset_tag(args):
-    """Short name of the data a run uses, for default folder names."""
-    if args.dataset == "imagenet":
-        return f"imagenet{args.nclass}_p{args.phase}"
-    if args.dataset == "folder":
-        return f"folder_{os.path.basename(os.path.normpath(args.data_dir))}_{args.size or 32}"
-    return args.dataset
-
-
-def default_pretrain_dir(args):
-    """Where pretrain.py writes experts and DANCE.py reads them for the same data, model and held-out split."""
-    width = "" if args.width == 1 else f"_w{args.width:g}"
-    split = f"_val{args.val_split:g}_s{args.seed}" if getattr(args, "val_split", 0) else ""
-    return os.path.join("results", "experts", f"{dataset_tag(args)}_{args.net_type}{args.depth}_"
-                                              f"{args.norm_type}{width}{split}")
-
-
-def describe_split(split):
-    """A held-out split as a person reads it."""
-    if not split:
-        return "the whole training set"
-    return f"all but a {split['fraction']:g} held-out split (seed {split['seed']})"
-
-
-def pretrain_command(args, amount, folder=None):
-    """The pretrain.py command that trains the experts `args` needs, with every flag that decides them."""
-    folder = folder or args.pretrain_dir
-    flags = ["-d", args.dataset]
-    if DATASETS[args.dataset].needs_root:
-        flags += ["--data_dir", args.data_dir]
-    if args.dataset == "imagenet":
-        flags += ["--nclass", str(args.nclass), "--phase", str(args.phase)]
-    if args.size is not None:
-        flags += ["--size", str(args.size)]
-    flags += ["--net_type", args.net_type, "--depth", str(args.depth), "--width", f"{args.width:g}",
-              "--norm_type", args.norm_type]
-    if args.reproduce:
-        flags.append("--reproduce")
-    manifest = read_json(os.path.join(folder, "manifest.json"))
-    if manifest and "epochs" in manifest:  # more experts join the folder's, trained alike
-        flags += ["--pretrain_epochs", str(manifest["epochs"])]
-    flags += ["--pretrain_amount", str(amount)]
-    if getattr(args, "val_split", 0):
-        flags += ["--val_split", f"{args.val_split:g}", "--seed", str(args.seed)]
-    flags += ["--pretrain_dir", folder]
-    return "python pretrain.py " + " ".join(shlex.quote(f) for f in flags)
 
 
 def _resolve(script, a, explicit):
@@ -315,29 +252,6 @@ def _resolve(script, a, explicit):
                                                          f"{a.net_type}{a.depth}_{stamp}")
 
 
-# Settings a resumed run may change, because none of them changes its synthetic set:
-# - where it runs and what it writes on the way: device (bit-identity then holds only on the same kind of
-#   device), ckpt_every, print_config; resume names the run folder and save_dir becomes it (runs may move);
-# - where the same inputs live: data_dir, pretrain_dir, download (a restarted job may land on a node with
-#   other mounts; the dataset's name and the experts' network are still checked, their files are vouched for);
-# - the periodic evaluation's schedule and size: eval_every, eval_interval, eval_runs (it runs under its own
-#   random streams; more runs estimate the same score with less noise);
-# - niter: no schedule depends on it, so it may grow, or shrink down to the iterations done (DANCE.py checks).
-# Everything else changes the synthetic set or the score data_best.pt is chosen by (eval_epochs, the
-# evaluation recipe, select_by, val_split), so a change is refused.
-RESUME_HARMLESS = frozenset({"device", "ckpt_every", "print_config", "resume", "save_dir", "data_dir",
-                             "pretrain_dir", "download", "eval_every", "eval_interval", "eval_runs", "niter"})
-
-
-def settings_diff(saved, current):
-    """'key old -> new' for every setting that differs between two runs and matters to the result."""
-    def differs(key):
-        return key not in RESUME_HARMLESS and saved.get(key) != current.get(key)
-
-    return [f"{key} {saved.get(key)} -> {current.get(key)}" for key in sorted(set(saved) | set(current))
-            if differs(key)]
-
-
 def _resumed(parser, explicit):
     """The settings of the run in --resume RUN_DIR (its args.json), with the harmless flags given now on top."""
     run = explicit["resume"]
@@ -355,7 +269,7 @@ def _resumed(parser, explicit):
     settings = {**defaults, **saved}
     if settings["class_chunk"] is None:  # a run from before --class_chunk fed all classes at once
         settings["class_chunk"] = 0
-    changed = settings_diff(settings, {**settings, **explicit})
+    changed = changed_settings(settings, {**settings, **explicit}, RESUMABLE)
     if changed:
         raise UserError(f"--resume: settings differ from the run's: {', '.join(changed)}; drop them or start a "
                         f"new run")
@@ -417,6 +331,14 @@ def config_view(script, a):
     return view
 
 
+def _settings_of_set(args, path):
+    """evaluate.py's settings as they apply to the set at `path`: the call's, under that set's own decoding,
+    network and protocol (from its description) where no flag was given."""
+    own = copy.copy(args)
+    vars(own).update(args.set_settings.get(path, {}))
+    return own
+
+
 def parse(script, argv=None):
     """Parse, resolve and check the settings of `script`; returns None after --print_config."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -438,7 +360,7 @@ def parse(script, argv=None):
             ns.set_settings = per_set
             for path, own in per_set.items():
                 try:
-                    check_settings(script, argparse.Namespace(**{**vars(ns), **own}))
+                    check_settings(script, _settings_of_set(ns, path))
                 except UserError as e:
                     raise UserError(f"{path}'s description ({os.path.splitext(path)[0]}.json): {e}") from None
         check_settings(script, ns)

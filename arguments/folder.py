@@ -1,11 +1,3 @@
-"""Your own ImageFolder data (`--data_dir` holding train/ and val/ class folders, resized to --size).
-
-No paper numbers; the small-dataset recipe of the paper is a reasonable start.
-"""
-SETTINGS = {}
-
-REPRODUCE = {
-    "common": dict(net_type="convnet", depth=3),
-    "pretrain": dict(pretrain_amount=20, pretrain_epochs=60),
-    "condense": dict(niter=10000, lr_img_per_ipc=0.01),
-}
+"""Your own ImageFolder data (--data_dir holding train/ and val/ class folders, resized to --size): no paper
+numbers; --reproduce: the low-resolution recipe, a reasonable start."""
+from arguments.paper import LOW_RESOLUTION as REPRODUCE  # noqa: F401

@@ -7,16 +7,8 @@ may not contradict what a set IS (its dataset, or how its storage decodes): that
 import glob
 import os
 
-from data.datasets import DATASETS
-from data.synthetic import read_description
+from data.set_files import DECODING, IDENTITY, LOCATION, PROTOCOL, check_described_values, read_description
 from utils import UserError
-
-IDENTITY = ("dataset", "size", "nclass", "phase")  # one dataset per call
-DECODING = ("factor", "decode_type")                # how the storage decodes, per set
-# the run's network and evaluation protocol, per set; flags win
-PROTOCOL = ("net_type", "depth", "width", "norm_type", "eval_epochs", "lr", "momentum", "weight_decay",
-            "batch_size", "mixup", "beta", "mix_p", "dsa_strategy", "eval_aug", "eval_interval", "precision")
-LOCATION = ("data_dir",)                            # where the same data lives; a flag wins
 
 
 def data_paths(patterns):
@@ -43,24 +35,9 @@ def _contradiction(path, key, given, described):
                      f"(evaluate.py reads it from the set's description, {os.path.basename(path)[:-3]}.json)")
 
 
-def _check_types(path, settings, parser):
-    """Each described value has the type (and choice) its flag takes, so a hand-edited file cannot crash later."""
-    actions = {a.dest: a for a in parser._actions}
-    if settings.get("dataset") not in DATASETS:
-        raise UserError(f"{path}'s description names dataset {settings.get('dataset')!r}, which is not one of ours; "
-                        f"restore or move away {os.path.splitext(path)[0]}.json")
-    for key, value in settings.items():
-        action = actions.get(key)
-        if action is None or (value is None and action.default is None):
-            continue
-        kind = action.type or str
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float
-              else isinstance(value, kind) and not isinstance(value, bool))
-        if ok and action.choices is not None:
-            ok = value in action.choices
-        if not ok:
-            raise UserError(f"{path}'s description sets {key} to {value!r}, which --{key} does not take; restore "
-                            f"or move away {os.path.splitext(path)[0]}.json")
+def _flag_kinds(parser):
+    """Each setting's (type, choices, default), as its flag takes it."""
+    return {a.dest: (a.type, a.choices, a.default) for a in parser._actions}
 
 
 def described_settings(patterns, explicit, parser):
@@ -71,10 +48,10 @@ def described_settings(patterns, explicit, parser):
     """
     paths = data_paths(patterns)
     described = {p: d for p in paths for d in [read_description(p)] if d is not None}
-    common, per_set, first = {}, {}, None
+    common, per_set, first, kinds = {}, {}, None, _flag_kinds(parser)
     for path, desc in described.items():
         settings = desc["settings"]
-        _check_types(path, settings, parser)
+        check_described_values(path, settings, kinds)
         for key in IDENTITY + DECODING:
             if key in explicit and key in settings and explicit[key] != settings[key]:
                 raise _contradiction(path, key, explicit[key], settings[key])

@@ -1,12 +1,2 @@
-"""SVHN: not in the paper's tables; the official code ships these settings.
-
-Reproduce (REFERENCE.md 1.1.1, 1.2): 20 experts x ConvNet-3-IN x 60 epochs, then 10,000
-iterations with lr_img = 0.01 x ipc; evaluation trains ConvNet-3 for 1500 epochs.
-"""
-SETTINGS = {}
-
-REPRODUCE = {
-    "common": dict(net_type="convnet", depth=3),
-    "pretrain": dict(pretrain_amount=20, pretrain_epochs=60),
-    "condense": dict(niter=10000, lr_img_per_ipc=0.01),
-}
+"""SVHN: not in the paper's tables; --reproduce: the low-resolution recipe, as the official code ships it."""
+from arguments.paper import LOW_RESOLUTION as REPRODUCE  # noqa: F401

@@ -1,12 +1,3 @@
-"""Tiny-ImageNet: Table 1, Tiny: 11.6 / 26.4 / 28.9 at IPC 1 / 10 / 50 (ConvNet-3 at 64x64).
-
-Reproduce (REFERENCE.md 1.1.1, 1.2): 20 experts x ConvNet-3-IN x 60 epochs, then 10,000
-iterations with lr_img = 0.01 x ipc; evaluation trains ConvNet-3 for 1500 epochs.
-"""
-SETTINGS = {}
-
-REPRODUCE = {
-    "common": dict(net_type="convnet", depth=3),
-    "pretrain": dict(pretrain_amount=20, pretrain_epochs=60),
-    "condense": dict(niter=10000, lr_img_per_ipc=0.01),
-}
+"""Tiny-ImageNet: Table 1, Tiny: 11.6 / 26.4 / 28.9 at IPC 1 / 10 / 50 (ConvNet-3 at 64x64); --reproduce: the
+low-resolution recipe."""
+from arguments.paper import LOW_RESOLUTION as REPRODUCE  # noqa: F401

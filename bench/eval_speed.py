@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.augment import cutmix, cutmix_loss  # noqa: E402
 from data.datasets import Split  # noqa: E402
-from models import build_model  # noqa: E402
+from models import make_network, model_config  # noqa: E402
 from training.recipe import Recipe, test_accuracy, train_epoch  # noqa: E402
 from utils import select_device  # noqa: E402
 
@@ -96,7 +96,7 @@ def main():
     images, labels = torch.rand(q.train_images, 3, 32, 32), torch.arange(q.train_images) % 10
     test = Split(torch.randint(0, 256, (q.test_images, 3, 32, 32), dtype=torch.uint8), torch.arange(q.test_images) % 10)
     recipe = Recipe(epochs=1, dsa_strategy="color_crop_flip_scale_rotate", mix_p=0.5)
-    model = build_model("convnet", 10, 3, 32, width=q.width).to(device)
+    model = make_network({"net_type": "convnet", "config": model_config("convnet", 10, 3, 32, width=q.width)}, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     train_loader = torch.utils.data.DataLoader(NormalizedTensors(images, labels), batch_size=64, shuffle=True)

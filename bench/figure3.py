@@ -19,10 +19,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import DANCE  # noqa: E402
 import pretrain  # noqa: E402
 from arguments import parse  # noqa: E402
+from arguments.values import network_of  # noqa: E402
+from condense.encoders import ExpertBank  # noqa: E402
 from data.augment import normalize  # noqa: E402
 from data.datasets import Split, load_dataset  # noqa: E402
 from training.recipe import test_accuracy  # noqa: E402
-from models import network_config  # noqa: E402
 from utils import atomic_write_json, select_device  # noqa: E402
 
 
@@ -93,7 +94,7 @@ def main():
     pretrain.main(args)
     train, test, info = load_dataset("digits", args.data_dir)
     test = Split(test.images.to(device), test.labels)
-    bank = DANCE.ExpertBank(args.pretrain_dir, args.pretrain_amount, network_config(args, info), device, "")
+    bank = ExpertBank(args.pretrain_dir, args.pretrain_amount, network_of(args, info), device, "")
     lams = [round(0.1 * i, 1) for i in range(11)]
     middle = middle_encoder_curve(bank, test, info, device, lams)
 

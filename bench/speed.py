@@ -67,17 +67,36 @@ def child_condense(c):
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    import DANCE
     from data.augment import DiffAug, normalize
     from data.datasets import Split
     from data.sampler import ClassSampler
     from data.synthetic import SyntheticSet
     from models import model_config
-    from utils import atomic_save, expert_path, select_device
+    from utils import atomic_save, select_device
     try:
         from models import make_network
     except ImportError:  # a checkout from before 2026-11-25 (--against) kept it in utils
         from utils import make_network
+    try:  # the method's parts in condense/ (since 2026-12-04)
+        from condense.encoders import ExpertBank
+        from condense.expert_folder import checkpoint_path
+        from condense.updates import SCHEDULES, UpdateSettings
+
+        def update_step(update, *a, settings, extra):
+            align, calibrate = SCHEDULES[update]
+            synset, sampler, encoder, expert, aug, optimizer = a
+            align(synset, sampler, encoder, aug, optimizer, settings, *extra)
+            calibrate(synset, expert, aug, optimizer, settings, *extra)
+    except ImportError:  # an older checkout (--against): DANCE.py held them, the settings came as a namespace
+        import DANCE
+        from DANCE import ExpertBank
+        from utils import expert_path as checkpoint_path
+
+        def UpdateSettings(**kw):
+            return argparse.Namespace(**kw)
+
+        def update_step(update, *a, settings, extra):
+            (DANCE.per_class_update if update == "per_class" else DANCE.joint_update)(*a, settings, *extra)
 
     device = select_device(c.device)
     torch.manual_seed(0)
@@ -88,9 +107,9 @@ def child_condense(c):
     network = {"net_type": "convnet", "config": model_config("convnet", c.nclass, 3, c.size, 3, c.width)}
     folder = tempfile.mkdtemp()
     for stage in ("init", "trained"):
-        atomic_save(make_network(network, "cpu").state_dict(), expert_path(folder, 0, stage))
+        atomic_save(make_network(network, "cpu").state_dict(), checkpoint_path(folder, 0, stage))
     compile_flag = {"compile": True} if getattr(c, "compile", False) else {}  # older checkouts (--against) lack the argument
-    bank = DANCE.ExpertBank(folder, 1, network, device, "", **compile_flag)
+    bank = ExpertBank(folder, 1, network, device, "", **compile_flag)
     dsa = DiffAug("color_crop_cutout", batch=True)
     try:  # DANCE.py's keyed draws (older checkouts, --against, draw from the global streams)
         from data.streams import IterationDraws
@@ -104,8 +123,7 @@ def child_condense(c):
 
     synset = SyntheticSet(c.nclass, c.ipc, 3, c.size, 2, "single", device)
     optimizer = torch.optim.SGD([synset.data], lr=0.1, momentum=0.5)
-    ns = argparse.Namespace(batch_syn_max=200, iter_calib=1, precision=c.precision, class_chunk=c.class_chunk)
-    update = DANCE.per_class_update if c.update == "per_class" else DANCE.joint_update
+    settings = UpdateSettings(batch_syn_max=200, iter_calib=1, precision=c.precision, class_chunk=c.class_chunk)
 
     def iteration():
         with torch.no_grad():
@@ -113,7 +131,8 @@ def child_condense(c):
         extra = () if draws is None else (draws,)
         if draws is not None:
             draws.start(draws.iteration + 1)
-        update(synset, sampler, bank.middle(0, 0.5), bank.expert(0), aug, optimizer, ns, *extra)
+        update_step(c.update, synset, sampler, bank.middle(0, 0.5), bank.expert(0), aug, optimizer, settings=settings,
+                    extra=extra)
 
     for _ in range(3 if getattr(c, "compile", False) else 0):  # compilation (one graph per batch shape and grad mode)
         iteration()

@@ -1,4 +1,4 @@
-"""Run management for DANCE.py: the run folder, its log, state.pt checkpoints and --resume, signals, finite checks.
+"""A condensation run's folder: its settings, log, state.pt checkpoints and --resume, signals, finite checks.
 
 Iterations are numbered 1..niter everywhere (logs, files, messages): "iteration k" is the k-th update, and
 data_{k}.pt / state.pt "after iteration k" hold the set once k iterations are done.
@@ -10,28 +10,16 @@ import threading
 
 import torch
 
-from arguments import settings_diff
-from arguments.sets import DECODING, IDENTITY, LOCATION, PROTOCOL
+from data.set_files import RESULT_NEUTRAL, changed_settings
 from utils import (Logger, RunStopped, UserError, atomic_save, atomic_write_json, git_revision, make_dir,
                    remove_stale_temps, rng_state, safe_load, set_rng_state)
 
 STATE = "state.pt"
 STATE_FORMAT = 2  # 2: per-class streams keyed by seed and iteration, the momentum as one tensor (2026-12-03)
 STATE_KEYS = {"format", "next_iter", "done", "data", "momentum", "sampler", "best", "rng", "args"}
-# Settings that do not make a run a different experiment (where and how it ran, its seed, its evaluations).
-NOT_METHOD = frozenset({"seed", "save_dir", "resume", "device", "ckpt_every", "print_config", "reproduce",
-                        "data_dir", "pretrain_dir", "download", "eval_every", "eval_interval", "eval_runs"})
-
-
-def set_description(args, info, iteration):
-    """What a condensed set needs to be used without repeating a flag (written beside each data_K.pt)."""
-    settings = {k: getattr(args, k) for k in IDENTITY + DECODING + PROTOCOL + LOCATION}
-    settings["data_dir"] = os.path.abspath(args.data_dir)
-    method = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_METHOD | set(settings)}
-    return {"settings": settings, "classes": list(info.class_names), "image_shape": [info.channels, info.size,
-                                                                                    info.size],
-            "ipc": args.ipc, "run": {"folder": os.path.abspath(args.save_dir), "iteration": iteration,
-                                     "seed": args.seed, "git": git_revision(), "method": method}}
+# Settings --resume may change: those that change no result, and niter (no schedule depends on it, so it may grow,
+# or shrink down to the iterations done). With another device, bit-identity holds only on the same kind of device.
+RESUMABLE = RESULT_NEUTRAL | {"niter"}
 
 
 def refuse_used_folder(folder, resume):
@@ -40,8 +28,8 @@ def refuse_used_folder(folder, resume):
         raise UserError(f"{folder} already holds a condensation run; pass a new --save_dir or --resume {folder}")
 
 
-def load_state(folder, args):
-    """The state.pt of the run being resumed, checked against its settings; None if it has none yet."""
+def load_state(folder, settings):
+    """The state.pt of the run being resumed, checked against its `settings`; None if it has none yet."""
     path = os.path.join(folder, STATE)
     if not os.path.exists(path):
         return None
@@ -55,12 +43,12 @@ def load_state(folder, args):
         raise UserError(f"--resume: {path} was written by an earlier DANCE.py, whose random streams differ, so it "
                         f"cannot continue exactly; finish it with the version that started it (git revision in "
                         f"{folder}/log.txt) or start a new run")
-    changed, done = settings_diff(state["args"], vars(args)), state["next_iter"]
+    changed, done = changed_settings(state["args"], settings, RESUMABLE), state["next_iter"]
     if changed:
         raise UserError(f"--resume: {path} was written with other settings ({', '.join(changed)}); restore "
                         f"{folder}/args.json or start a new run")
-    if done > args.niter:
-        raise UserError(f"--resume: the run has done {done} iterations, more than --niter {args.niter}; "
+    if done > settings["niter"]:
+        raise UserError(f"--resume: the run has done {done} iterations, more than --niter {settings['niter']}; "
                         f"pass --niter {done} or more")
     return state
 
@@ -72,23 +60,24 @@ class Run:
     on the other ranks.
     """
 
-    def __init__(self, args, world):
-        self.args, self.folder, self.world = args, args.save_dir, world
-        refuse_used_folder(self.folder, args.resume)
-        self.state = load_state(self.folder, args) if args.resume else None
+    def __init__(self, folder, settings, resume, world):
+        """`settings`: the run's resolved settings (written to args.json, compared on --resume)."""
+        self.folder, self.settings, self.world = folder, settings, world
+        refuse_used_folder(folder, resume)
+        self.state = load_state(folder, settings) if resume else None
         world.barrier()  # every rank has read the folder before rank 0 writes to it
         if world.main:
-            if args.resume:
+            if resume:
                 remove_stale_temps(self.folder)  # a write the kill interrupted; its target file is intact
             make_dir(self.folder, "--save_dir")
             self.log = Logger(self.folder)
-            atomic_write_json(vars(args), os.path.join(self.folder, "args.json"))
+            atomic_write_json(settings, os.path.join(self.folder, "args.json"))
         else:
             self.log = Logger()
             self.log.echo = lambda line: None
         self.saved = self.state["next_iter"] if self.state else None  # the iteration state.pt is after
         self._first_bad = None  # device scalar: the first iteration with NaN/Inf, -1 while none
-        if args.resume and self.state is None:
+        if resume and self.state is None:
             self.log(f"no {STATE} in {self.folder} (stopped before its first checkpoint): restarting from "
                      f"iteration 1")
 
@@ -98,7 +87,7 @@ class Run:
     @property
     def finished(self):
         """True when state.pt says the run already did all of --niter."""
-        return bool(self.state and self.state["done"] and self.state["next_iter"] == self.args.niter)
+        return bool(self.state and self.state["done"] and self.state["next_iter"] == self.settings["niter"])
 
     def restore(self, optimizer, sampler, rows):
         """Put this rank's share back (momentum `rows` of the set, real-batch streams) and the random streams;
@@ -127,7 +116,7 @@ class Run:
             atomic_save({"format": STATE_FORMAT, "next_iter": done, "done": final,
                          "data": torch.cat([d for d, _, _ in shares]),
                          "momentum": None if momenta[0] is None else torch.cat(momenta),
-                         "sampler": {"passes": passes}, "best": best, "rng": rng_state(), "args": vars(self.args)},
+                         "sampler": {"passes": passes}, "best": best, "rng": rng_state(), "args": self.settings},
                         self.path(STATE))
         self.world.barrier()  # no rank goes on (or exits) before the state is written
         self.saved = done

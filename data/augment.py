@@ -392,22 +392,6 @@ def grayscale(x):
     return (x * wts).sum(dim=1, keepdim=True)
 
 
-def jitter_brightness(x, alpha):
-    """Official Brightness: x.lerp(0, alpha) = (1 - alpha) x."""
-    return torch.lerp(x, torch.zeros_like(x), _per_sample(alpha, x))
-
-
-def jitter_contrast(x, alpha):
-    """Official Contrast: x.lerp(m, alpha), m = the mean of grayscale(x) over the whole image."""
-    m = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
-    return torch.lerp(x, m.expand_as(x), _per_sample(alpha, x))
-
-
-def jitter_saturation(x, alpha):
-    """Official Saturation: x.lerp(grayscale(x), alpha), the gray value broadcast to all three channels."""
-    return torch.lerp(x, grayscale(x).expand_as(x), _per_sample(alpha, x))
-
-
 def color_jitter(x, order, alpha):
     """The official ColorJitter with a per-sample op order.
 

@@ -75,11 +75,6 @@ class Split:
         return Split(images, self.labels[index.to(self.labels.device)])
 
 
-def class_counts(split, nclass):
-    """Number of images of each class 0..nclass-1 in `split`, as a list of ints."""
-    return torch.bincount(split.labels.cpu(), minlength=nclass).tolist()
-
-
 def holdout(split, nclass, fraction, seed=0, class_names=None):
     """(rest, held-out): a seeded per-class `fraction` of `split`, each class keeping at least one image on each side.
 
@@ -424,11 +419,6 @@ DATASETS = {
     "digits": DatasetSpec(load_digits, 10, 1, DIGITS_SIZE, *DIGITS_STATS, DIGIT_NAMES, DSA_NO_FLIP,
                           needs_root=False),
 }
-
-
-def dataset_names():
-    """Every name load_dataset accepts."""
-    return list(DATASETS)
 
 
 def _spec_and_root(name, root, size):

@@ -1,17 +1,12 @@
 """The learnable synthetic set: pixel storage, initialisation and multi-formation decoding (IDC)."""
-import json
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 
 from data.streams import KeyedGenerator
-from utils import UserError, atomic_save, atomic_write_json, safe_load
-
-DESCRIPTION_FORMAT = "dance-set/1"
-PIXEL_NOISE = 1e-4   # overshoot of [0, 1] that is float noise
-PIXEL_LIMIT = 0.5    # overshoot beyond which the tensor is not [0, 1] pixels (0-255, or normalised)
+from data.set_files import write_set
+from utils import UserError
 
 
 def decode_zoom(images, factor):
@@ -164,72 +159,5 @@ class SyntheticSet:
         return per_class.reshape(k * m, *per_class.shape[2:]).detach(), labels
 
     def save(self, path, description=None):
-        """Save [data, targets] in the reference format (float32, undecoded, class-major, CPU), with its description.
-
-        The pixels are saved clamped to [0, 1], the state the next iteration starts from (the reference saves
-        the last update unclamped). The description (data_K.json) is written first: a kill in between leaves
-        a set that still works with flags.
-        """
-        if description is not None:
-            atomic_write_json({"format": DESCRIPTION_FORMAT, **description}, description_path(path))
-        atomic_save([self.data.detach().float().clamp(0, 1).cpu(), self.targets.clone()], path)
-
-
-def description_path(path):
-    """Where a set's description lives: data_best.pt -> data_best.json."""
-    return os.path.splitext(path)[0] + ".json"
-
-
-def read_description(path):
-    """The description written beside a condensed set, or None (e.g. a set from the official code)."""
-    sidecar = description_path(path)
-    if not os.path.isfile(sidecar):
-        return None
-    try:
-        with open(sidecar) as f:
-            desc = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {sidecar} ({e}); delete it to evaluate {path} with flags alone")
-    run = desc.get("run") if isinstance(desc, dict) else None
-    well_formed = (isinstance(desc, dict) and desc.get("format") == DESCRIPTION_FORMAT
-                   and isinstance(desc.get("settings"), dict) and isinstance(run, dict)
-                   and isinstance(run.get("method"), dict) and isinstance(run.get("seed"), int)
-                   and isinstance(run.get("iteration"), int)
-                   and isinstance(desc.get("classes", []), list))
-    if not well_formed:
-        raise UserError(f"{sidecar} is not a set description written by DANCE.py; move it away to evaluate {path} "
-                        f"with flags alone")
-    return desc
-
-
-def load_set(path, nclass, channels, size):
-    """Read a saved [data, targets] pair and check it fits the dataset; returns (data, ipc)."""
-    obj = safe_load(path, "condensed set")
-    if not (isinstance(obj, (list, tuple)) and len(obj) == 2 and all(torch.is_tensor(t) for t in obj)):
-        raise UserError(f"{path} is not a [data, targets] pair of tensors; pass a data_*.pt written by DANCE.py")
-    data, targets = obj
-    if data.dim() != 4 or tuple(data.shape[1:]) != (channels, size, size):
-        raise UserError(f"{path} holds images of shape {tuple(data.shape[1:])}, the dataset needs "
-                        f"{(channels, size, size)}; pass the set condensed for this dataset (-d)")
-    if len(data) == 0 or len(data) % nclass or len(targets) != len(data):
-        raise UserError(f"{path} holds {len(data)} images and {len(targets)} labels, not ipc images for "
-                        f"each of the dataset's {nclass} classes; pass the set condensed for this dataset")
-    ipc = len(data) // nclass
-    if not torch.equal(targets.long().cpu(), torch.arange(nclass).repeat_interleave(ipc)):
-        raise UserError(f"{path} is not class-major with {ipc} images per class; pass a set written by DANCE.py")
-    if not torch.isfinite(data).all():
-        raise UserError(f"{path} contains NaN or Inf pixels; use an earlier data_*.pt of that run")
-    return checked_pixels(data.float(), path), ipc
-
-
-def checked_pixels(data, path, warn=print):
-    """[0, 1] pixels: float noise is clamped silently, a small overshoot with a warning, anything else refused."""
-    lo, hi = float(data.min()), float(data.max())
-    over = max(-lo, hi - 1.0)
-    if over > PIXEL_LIMIT:
-        raise UserError(f"{path} holds pixels in [{lo:.3g}, {hi:.3g}], not [0, 1]: a condensed set stores "
-                        f"unnormalised [0, 1] pixels; divide 0-255 data by 255 or undo the normalisation first")
-    if over > PIXEL_NOISE:
-        warn(f"warning: {path} holds pixels in [{lo:.4f}, {hi:.4f}]; clamped to [0, 1] (the official code saves "
-             f"its last update unclamped)")
-    return data.clamp(0, 1)
+        """Save the set's files: data_K.pt in the official format and its description (data/set_files.py)."""
+        write_set(path, self.data, self.targets, description)

@@ -1,8 +1,8 @@
 """Model registry: every network takes (nclass, channels, size, ...) and has forward(x, return_features).
 
-`build_model` is the only place a net_type string is interpreted. A manifest can store
-`{"net_type": name, "config": model_config(...)}` and rebuild with `MODELS[name](**config)`;
-state_dict keys and shapes match the official code, so checkpoints load both ways.
+A network is described by `{"net_type": name, "config": constructor kwargs}` (`network_config`), the value the
+scripts pass around and the expert manifest stores; `make_network` builds it from MODELS, the only place a
+net_type string is interpreted. State_dict keys and shapes match the official code, so checkpoints load both ways.
 """
 import inspect
 
@@ -15,11 +15,6 @@ from models.resnet_ap import ResNetAP
 from utils import UserError
 
 MODELS = {"convnet": ConvNet, "resnet_ap": ResNetAP, "resnet": ResNet, "densenet": DenseNet}
-
-
-def model_names():
-    """The registered net_type names."""
-    return list(MODELS)
 
 
 def model_config(net_type, nclass, channels, size, depth=3, width=1.0, norm_type="instance",
@@ -36,18 +31,10 @@ def model_config(net_type, nclass, channels, size, depth=3, width=1.0, norm_type
     return {k: v for k, v in given.items() if k in accepted}
 
 
-def build_model(net_type, nclass, channels, size, depth=3, width=1.0, norm_type="instance",
-                cifar_layout=False):
-    """A freshly initialised network; a bad name, depth, norm or size raises UserError."""
-    config = model_config(net_type, nclass, channels, size, depth, width, norm_type, cifar_layout)
-    return MODELS[net_type](**config)
-
-
-def network_config(args, info):
-    """The model the run's settings describe: {'net_type': ..., 'config': constructor kwargs}."""
-    config = model_config(args.net_type, info.nclass, info.channels, info.size, args.depth, args.width,
-                          args.norm_type, info.cifar_layout)
-    return {"net_type": args.net_type, "config": config}
+def network_config(net_type, depth, width, norm_type, info):
+    """The description of a network of `net_type` for the data `info` describes: {'net_type', 'config'}."""
+    config = model_config(net_type, info.nclass, info.channels, info.size, depth, width, norm_type, info.cifar_layout)
+    return {"net_type": net_type, "config": config}
 
 
 def make_network(network, device):

@@ -4,7 +4,8 @@ Every writer is deterministic (seeded) and makes class c's images brighter with 
 network can learn something. Each default fixture holds at least 4 training images per class: condensing 1
 image per class at factor 2 takes 4 distinct real images of each class. Each writer returns the folder to pass
 as --data_dir / load_dataset's root.
-`write_fixture(name, root)` writes the default fixture of any dataset in data.datasets.DATASETS.
+`write_fixture(name, root)` writes the default fixture of any dataset in data.datasets.DATASETS. Also the tests'
+small helpers: `build_model` (a network by its constructor arguments) and `class_counts`.
 """
 import gzip
 import os
@@ -12,9 +13,11 @@ import pickle
 import struct
 
 import numpy as np
+import torch
 from PIL import Image
 
 from data.formats import read_class_file
+from models import MODELS, model_config
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -238,3 +241,14 @@ FIXTURES = {
 def write_fixture(name, root):
     """Write the default tiny fixture of dataset `name` under root; returns the data_dir to load it from."""
     return FIXTURES[name](str(root))
+
+
+def build_model(net_type, nclass, channels, size, depth=3, width=1.0, norm_type="instance", cifar_layout=False):
+    """A freshly initialised network of the registry by its constructor arguments (bad ones raise UserError)."""
+    config = model_config(net_type, nclass, channels, size, depth, width, norm_type, cifar_layout)  # checks the name
+    return MODELS[net_type](**config)
+
+
+def class_counts(split, nclass):
+    """Number of images of each class 0..nclass-1 in `split`, as a list of ints."""
+    return torch.bincount(split.labels.cpu(), minlength=nclass).tolist()

@@ -5,7 +5,8 @@ import types
 import pytest
 
 import arguments
-from arguments import ipc_epochs, parse
+from arguments import parse
+from arguments.values import ipc_epochs
 from utils import UserError
 
 

@@ -9,9 +9,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.augment import (ImageNetAug, color_jitter, flip, grayscale, jitter_brightness, jitter_contrast,
-                          jitter_saturation, lighting, resized_crop, rrc_boxes, rrc_fallback_box,
-                          sample_rrc_boxes)
+from data.augment import (ImageNetAug, color_jitter, flip, grayscale, lighting, resized_crop, rrc_boxes,
+                          rrc_fallback_box, sample_rrc_boxes)
+
+
+# The official ColorJitter's three ops one at a time, each x.lerp(target, alpha) with a per-sample alpha (N,):
+# the reference `color_jitter` (all three in one lerp per step) is checked against.
+def jitter_brightness(x, alpha):
+    """Official Brightness: x.lerp(0, alpha) = (1 - alpha) x."""
+    return torch.lerp(x, torch.zeros_like(x), alpha.view(-1, 1, 1, 1))
+
+
+def jitter_contrast(x, alpha):
+    """Official Contrast: x.lerp(m, alpha), m = the mean of grayscale(x) over the whole image."""
+    m = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    return torch.lerp(x, m.expand_as(x), alpha.view(-1, 1, 1, 1))
+
+
+def jitter_saturation(x, alpha):
+    """Official Saturation: x.lerp(grayscale(x), alpha), the gray value broadcast to all three channels."""
+    return torch.lerp(x, grayscale(x).expand_as(x), alpha.view(-1, 1, 1, 1))
 
 
 def t(*values):

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from models import build_model
+from tests.fixtures import build_model
 from tests.fixtures import write_imagenet_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

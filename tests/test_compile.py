@@ -3,7 +3,6 @@
 torch.compile fuses operators, so results agree to float tolerance, not bit for bit. One module-scoped set of
 tiny networks keeps the compilations (tens of seconds each on the CPU) to a few for the whole file.
 """
-import argparse
 import shutil
 
 import pytest
@@ -11,16 +10,20 @@ import torch
 
 import DANCE
 import pretrain
+from condense.encoders import ExpertBank
+from condense.expert_folder import checkpoint_path
+from condense.updates import SCHEDULES, UpdateSettings
 from arguments import parse
 from data.augment import DiffAug, normalize
 from data.datasets import Split
 from data.sampler import ClassSampler
 from data.synthetic import SyntheticSet
-from models import build_model, compiled, make_network, model_config
+from models import compiled, make_network, model_config
+from tests.fixtures import build_model
 from tests.fixtures import write_fixture
 from training.recipe import Recipe, fit
 from training.vectorised import fit_many
-from utils import UserError, atomic_save, expert_path, seed_everything
+from utils import UserError, atomic_save, seed_everything
 
 pytestmark = pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
                                 reason="torch.compile needs a C++ compiler on the CPU")
@@ -65,13 +68,17 @@ def test_compiled_condensation_step_gives_the_eager_set(tmp_path):
     network = {"net_type": "convnet", "config": model_config("convnet", 3, 3, 16, 2, 1 / 16)}
     for stage in ("init", "trained"):
         seed_everything(0 if stage == "init" else 1)
-        atomic_save(make_network(network, "cpu").state_dict(), expert_path(str(tmp_path), 0, stage))
+        atomic_save(make_network(network, "cpu").state_dict(), checkpoint_path(str(tmp_path), 0, stage))
     train = data(30)
     dsa = DiffAug("color_crop", batch=True)
-    ns = argparse.Namespace(batch_syn_max=200, iter_calib=1, precision="fp32", class_chunk=0)
+    settings = UpdateSettings(batch_syn_max=200, iter_calib=1, precision="fp32", class_chunk=0)
+
+    def aug(x, groups=None):
+        return dsa(normalize(x, (0.5,) * 3, (0.25,) * 3), groups)
+
     sets = []
     for compile in (False, True):
-        bank = DANCE.ExpertBank(str(tmp_path), 1, network, torch.device("cpu"), "", compile=compile)
+        bank = ExpertBank(str(tmp_path), 1, network, torch.device("cpu"), "", compile=compile)
         assert (bank.expert(0) is bank.experts[0]) != compile
         seed_everything(3)
         sampler = ClassSampler(train, 3, 4, torch.device("cpu"))
@@ -79,9 +86,9 @@ def test_compiled_condensation_step_gives_the_eager_set(tmp_path):
         synset.init("noise", sampler)
         optimizer = torch.optim.SGD([synset.data], lr=0.1, momentum=0.5)
         for k in range(3):
-            for update in (DANCE.per_class_update, DANCE.joint_update):
-                update(synset, sampler, bank.middle(0, 0.2 * k), bank.expert(0),
-                       lambda x, groups=None: dsa(normalize(x, (0.5,) * 3, (0.25,) * 3), groups), optimizer, ns)
+            for align, calibrate in (SCHEDULES["per_class"], SCHEDULES["joint"]):
+                align(synset, sampler, bank.middle(0, 0.2 * k), aug, optimizer, settings)
+                calibrate(synset, bank.expert(0), aug, optimizer, settings)
         sets.append(synset.data.detach().clone())
     torch.testing.assert_close(sets[1], sets[0], rtol=1e-4, atol=1e-5)
 

@@ -1,22 +1,30 @@
 """The method's pieces against hand-computed cases: losses, interpolation, update schedules."""
-import argparse
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-import DANCE
+from condense.encoders import ExpertBank
+from condense.expert_folder import checkpoint_path
+from condense.losses import calibration_loss, inner_class_loss
+from condense.updates import SCHEDULES, UpdateSettings
 from data.datasets import Split
 from data.sampler import ClassSampler
 from data.synthetic import SyntheticSet
 from models import make_network
-from utils import UserError, atomic_save, expert_path
+from utils import UserError, atomic_save
+
+
+def update(schedule, synset, sampler, encoder, expert, aug, optimizer, settings):
+    """One iteration's steps of a schedule, as DANCE.py takes them: align, then calibrate when there is an expert."""
+    align, calibrate = SCHEDULES[schedule]
+    inner = align(synset, sampler, encoder, aug, optimizer, settings)
+    return inner, 0.0 if expert is None else calibrate(synset, expert, aug, optimizer, settings)
 
 
 def test_inner_class_loss_hand_case():
     real = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # mean (2, 3)
     syn = torch.tensor([[0.0, 0.0]])
-    assert DANCE.inner_class_loss(real, syn).item() == pytest.approx(13.0)
+    assert inner_class_loss(real, syn).item() == pytest.approx(13.0)
 
 
 def test_joint_inner_loss_is_sum_of_per_class_losses():
@@ -24,8 +32,8 @@ def test_joint_inner_loss_is_sum_of_per_class_losses():
     real, syn = torch.randn(7, 5), torch.randn(6, 5)
     groups_real = torch.tensor([0, 0, 0, 1, 1, 2, 2])
     groups_syn = torch.tensor([0, 0, 1, 1, 2, 2])
-    joint = DANCE.inner_class_loss(real, syn, groups_real, groups_syn, nclass=3)
-    per_class = sum(DANCE.inner_class_loss(real[groups_real == c], syn[groups_syn == c]) for c in range(3))
+    joint = inner_class_loss(real, syn, groups_real, groups_syn, nclass=3)
+    per_class = sum(inner_class_loss(real[groups_real == c], syn[groups_syn == c]) for c in range(3))
     torch.testing.assert_close(joint, per_class)
 
 
@@ -33,9 +41,9 @@ def test_calibration_loss_is_sum_of_per_class_means():
     torch.manual_seed(0)
     logits, labels = torch.randn(6, 3), torch.tensor([0, 0, 0, 2, 2, 1])
     expected = sum(F.cross_entropy(logits[labels == c], labels[labels == c]) for c in range(3))
-    torch.testing.assert_close(DANCE.calibration_loss(logits, labels), expected)
+    torch.testing.assert_close(calibration_loss(logits, labels), expected)
     one = torch.tensor([1, 1])
-    torch.testing.assert_close(DANCE.calibration_loss(logits[:2], one), F.cross_entropy(logits[:2], one))
+    torch.testing.assert_close(calibration_loss(logits[:2], one), F.cross_entropy(logits[:2], one))
 
 
 NETWORK = {"net_type": "convnet", "config": dict(nclass=3, channels=1, size=8, depth=1, width=0.05,
@@ -45,14 +53,14 @@ NETWORK = {"net_type": "convnet", "config": dict(nclass=3, channels=1, size=8, d
 def _write_experts(folder, count):
     for i in range(count):
         for stage in ("init", "trained"):
-            atomic_save(make_network(NETWORK, "cpu").state_dict(), expert_path(folder, i, stage))
+            atomic_save(make_network(NETWORK, "cpu").state_dict(), checkpoint_path(folder, i, stage))
 
 
 def test_middle_encoder_interpolates_parameters(tmp_path):
     _write_experts(str(tmp_path), 2)
-    bank = DANCE.ExpertBank(str(tmp_path), 2, NETWORK, "cpu", "python pretrain.py ...")
-    init = torch.load(expert_path(str(tmp_path), 1, "init"), weights_only=True)
-    trained = torch.load(expert_path(str(tmp_path), 1, "trained"), weights_only=True)
+    bank = ExpertBank(str(tmp_path), 2, NETWORK, "cpu", "python pretrain.py ...")
+    init = torch.load(checkpoint_path(str(tmp_path), 1, "init"), weights_only=True)
+    trained = torch.load(checkpoint_path(str(tmp_path), 1, "trained"), weights_only=True)
     for lam in (0.0, 0.3, 1.0):
         encoder = bank.middle(1, lam)
         for name, p in encoder.named_parameters():
@@ -64,11 +72,11 @@ def test_middle_encoder_interpolates_parameters(tmp_path):
 
 def test_expert_bank_errors_name_the_fix(tmp_path):
     with pytest.raises(UserError, match="python pretrain.py -d x"):
-        DANCE.ExpertBank(str(tmp_path), 1, NETWORK, "cpu", "python pretrain.py -d x")
+        ExpertBank(str(tmp_path), 1, NETWORK, "cpu", "python pretrain.py -d x")
     _write_experts(str(tmp_path), 1)
     wider = {"net_type": "convnet", "config": dict(NETWORK["config"], width=0.1)}
     with pytest.raises(UserError, match="layers.conv.0.weight"):
-        DANCE.ExpertBank(str(tmp_path), 1, wider, "cpu", "")
+        ExpertBank(str(tmp_path), 1, wider, "cpu", "")
 
 
 class PixelNet(torch.nn.Module):
@@ -79,19 +87,18 @@ class PixelNet(torch.nn.Module):
         return (f, f) if return_features else f
 
 
-def _two_class_setup(update):
+def _two_class_setup():
     # real class 0 is all zeros, class 1 all ones; synthetic starts at 0.5 everywhere
     images = torch.cat([torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 255.0)]).to(torch.uint8)
     sampler = ClassSampler(Split(images, torch.tensor([0, 0, 1, 1])), 2, 8, "cpu")
     synset = SyntheticSet(2, 1, 1, 2, data=torch.full((2, 1, 2, 2), 0.5))
     optimizer = torch.optim.SGD([synset.data], lr=0.1, momentum=0.5)
-    args = argparse.Namespace(batch_syn_max=0, iter_calib=0, update=update)
-    return sampler, synset, optimizer, args
+    return sampler, synset, optimizer, UpdateSettings(batch_syn_max=0, iter_calib=0)
 
 
 def test_per_class_update_shares_momentum_across_classes():
-    sampler, synset, optimizer, args = _two_class_setup("per_class")
-    DANCE.per_class_update(synset, sampler, PixelNet(), None, lambda x, groups=None: x, optimizer, args)
+    sampler, synset, optimizer, settings = _two_class_setup()
+    update("per_class", synset, sampler, PixelNet(), None, lambda x, groups=None: x, optimizer, settings)
     # step 1 (class 0): grad 2*(0.5-0) = 1 -> class 0 at 0.4; buffer (1, 0)
     # step 2 (class 1): grad 2*(0.5-1) = -1; buffer (0.5, -1) -> class 0 at 0.35, class 1 at 0.6
     torch.testing.assert_close(synset.data[0].detach(), torch.full((1, 2, 2), 0.35))
@@ -99,17 +106,17 @@ def test_per_class_update_shares_momentum_across_classes():
 
 
 def test_joint_update_takes_one_step_for_all_classes():
-    sampler, synset, optimizer, args = _two_class_setup("joint")
-    DANCE.joint_update(synset, sampler, PixelNet(), None, lambda x, groups=None: x, optimizer, args)
+    sampler, synset, optimizer, settings = _two_class_setup()
+    update("joint", synset, sampler, PixelNet(), None, lambda x, groups=None: x, optimizer, settings)
     torch.testing.assert_close(synset.data[0].detach(), torch.full((1, 2, 2), 0.4))
     torch.testing.assert_close(synset.data[1].detach(), torch.full((1, 2, 2), 0.6))
 
 
 def test_calibration_step_is_sgd_on_the_expert_cross_entropy():
-    sampler, synset, optimizer, args = _two_class_setup("per_class")
+    sampler, synset, optimizer, _ = _two_class_setup()
     with torch.no_grad():  # synthetic = real class means, so the inner view has zero gradient
         synset.data.copy_(torch.tensor([0.0, 1.0]).view(2, 1, 1, 1).expand(2, 1, 2, 2))
-    args.iter_calib = 1
+    settings = UpdateSettings(batch_syn_max=0, iter_calib=1)
     torch.manual_seed(0)
     expert = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     expert.requires_grad_(False)
@@ -119,7 +126,7 @@ def test_calibration_step_is_sgd_on_the_expert_cross_entropy():
         x = start[c:c + 1].clone().requires_grad_(True)
         F.cross_entropy(expert(x), torch.tensor([c])).backward()
         grads.append(x.grad[0])
-    DANCE.per_class_update(synset, sampler, PixelNet(), expert, lambda x, groups=None: x, optimizer, args)
+    update("per_class", synset, sampler, PixelNet(), expert, lambda x, groups=None: x, optimizer, settings)
     # class 0: its own step, then momentum 0.5 of it during class 1's step
     torch.testing.assert_close(synset.data[0].detach(), start[0] - 0.1 * grads[0] * 1.5)
     torch.testing.assert_close(synset.data[1].detach(), start[1] - 0.1 * grads[1])
@@ -143,12 +150,12 @@ def test_joint_in_class_chunks_takes_the_same_step(tmp_path):
         start = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2))
         synset = SyntheticSet(3, 2, 1, 8, factor=2, data=start.clone())
         optimizer = torch.optim.SGD([synset.data], lr=0.1, momentum=0.5)
-        args = argparse.Namespace(batch_syn_max=0, iter_calib=1, class_chunk=chunk)
+        settings = UpdateSettings(batch_syn_max=0, iter_calib=1, class_chunk=chunk)
 
         def aug(x, groups=None):
             return dsa(normalize(x, (0.5,), (0.25,)), groups)
 
-        inner, inter = DANCE.joint_update(synset, sampler, net, net, aug, optimizer, args)
+        inner, inter = update("joint", synset, sampler, net, net, aug, optimizer, settings)
         results.append((synset.data.detach().clone(), inner, inter))
     for data, inner, inter in results[1:]:
         torch.testing.assert_close(data, results[0][0], rtol=1e-5, atol=1e-6)
@@ -157,8 +164,8 @@ def test_joint_in_class_chunks_takes_the_same_step(tmp_path):
     assert not torch.equal(results[0][0], start)  # a step was taken
 
 
-@pytest.mark.parametrize("update", ["per_class", "joint"])
-def test_bf16_step_runs_and_stays_close_to_fp32(update):
+@pytest.mark.parametrize("schedule", ["per_class", "joint"])
+def test_bf16_step_runs_and_stays_close_to_fp32(schedule):
     """bf16 autocast covers the network passes only: the step differs from fp32 by bf16 rounding, not more,
     and the synthetic pixels, their gradient and the losses stay fp32."""
     from data.augment import DiffAug, normalize
@@ -176,12 +183,66 @@ def test_bf16_step_runs_and_stays_close_to_fp32(update):
         sampler = ClassSampler(Split(images, labels), 3, 5, "cpu")
         synset = SyntheticSet(3, 2, 1, 8, factor=2, data=start.clone())
         optimizer = torch.optim.SGD([synset.data], lr=1.0, momentum=0.5)
-        args = argparse.Namespace(batch_syn_max=0, iter_calib=1, class_chunk=0, precision=precision)
-        step = DANCE.per_class_update if update == "per_class" else DANCE.joint_update
-        inner, inter = step(synset, sampler, net, net, lambda x, groups=None: dsa(normalize(x, (0.5,), (0.25,)),
-                                                                                     groups), optimizer, args)
+        settings = UpdateSettings(batch_syn_max=0, iter_calib=1, class_chunk=0, precision=precision)
+        inner, inter = update(schedule, synset, sampler, net, net, lambda x, groups=None: dsa(
+            normalize(x, (0.5,), (0.25,)), groups), optimizer, settings)
         assert synset.data.dtype == torch.float32 and inner.dtype == torch.float32
         moved[precision] = synset.data.detach() - start
     assert torch.isfinite(moved["bf16"]).all() and not torch.equal(moved["bf16"], moved["fp32"])
     relative = (moved["bf16"] - moved["fp32"]).norm() / moved["fp32"].norm()
     assert relative < 0.05, relative  # bf16 keeps 8 bits of mantissa: ~0.4% per rounding
+
+
+@pytest.mark.parametrize("schedule", ["per_class", "joint"])
+def test_both_schedules_align_with_the_loss_they_are_given(schedule):
+    """The alignment is a setting: each schedule calls it on each class's (joint: each chunk's) real and synthetic
+    features, with the class ids in the joint case, and steps on what it returns."""
+    sampler, synset, optimizer, _ = _two_class_setup()
+    calls = []
+
+    def spy(feat_real, feat_syn, groups_real=None, groups_syn=None, nclass=1):
+        calls.append((len(feat_real), len(feat_syn), None if groups_real is None else groups_real.tolist(), nclass))
+        return inner_class_loss(feat_real, feat_syn, groups_real, groups_syn, nclass)
+
+    settings = UpdateSettings(batch_syn_max=0, iter_calib=0, class_chunk=0, align=spy)
+    update(schedule, synset, sampler, PixelNet(), None, lambda x, groups=None: x, optimizer, settings)
+    if schedule == "per_class":  # one call per class: its 2 real images and 1 synthetic one
+        assert calls == [(2, 1, None, 1), (2, 1, None, 1)]
+    else:  # one call for both classes, with their ids
+        assert calls == [(4, 2, [0, 0, 1, 1], 2)]
+    # the same step as the built-in mean alignment (tests above): class 0 moved down, class 1 up
+    assert synset.data[0].max() < 0.5 < synset.data[1].min()
+
+
+def test_random_encoders_draw_a_fresh_network_per_iteration_keyed_by_seed():
+    from condense.encoders import RandomEncoders
+
+    state = torch.get_rng_state()
+    a, b = RandomEncoders(NETWORK, "cpu", seed=3), RandomEncoders(NETWORK, "cpu", seed=3)
+    first = {k: v.clone() for k, v in a.pick(1)[0].state_dict().items()}
+    net, expert = a.pick(2)
+    assert expert is None and not all(torch.equal(first[k], v) for k, v in net.state_dict().items())
+    again = b.pick(1)[0].state_dict()  # another instance, same seed and iteration: the same network
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    other = RandomEncoders(NETWORK, "cpu", seed=4).pick(1)[0].state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+    assert torch.equal(torch.get_rng_state(), state)  # the run's own random streams are left alone
+
+
+def test_expert_bank_picks_keyed_experts_and_lambdas_in_range(tmp_path):
+    _write_experts(str(tmp_path), 3)
+    bank = ExpertBank(str(tmp_path), 3, NETWORK, "cpu", "", seed=5, lam_min=0.2, lam_max=0.4)
+    picked = set()
+    for t in range(1, 40):
+        encoder, expert = bank.pick(t)
+        k = next(i for i in range(3) if expert is bank.expert(i))
+        picked.add(k)
+        init = torch.load(checkpoint_path(str(tmp_path), k, "init"), weights_only=True)
+        trained = dict(bank.expert(k).named_parameters())
+        name, p = next(iter(encoder.named_parameters()))
+        # p = lam * init + (1 - lam) * trained, so lam is recovered from any parameter
+        lam = ((p - trained[name]) / (init[name] - trained[name])).median().item()
+        assert 0.2 - 1e-4 <= lam <= 0.4 + 1e-4
+    assert picked == {0, 1, 2}
+    again = ExpertBank(str(tmp_path), 3, NETWORK, "cpu", "", seed=5, lam_min=0.2, lam_max=0.4)
+    assert all(torch.equal(x, y) for x, y in zip(bank.pick(7)[0].parameters(), again.pick(7)[0].parameters()))

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from data.datasets import Split, class_counts, holdout
+from data.datasets import Split, holdout
+from tests.fixtures import class_counts
 from utils import UserError
 
 

@@ -8,6 +8,7 @@ import pytest
 import DANCE
 import pretrain
 from arguments import parse
+from arguments.values import eval_protocol
 from data.datasets import holdout, load_dataset
 from tests.fixtures import write_fixture
 from training.set_accuracy import eval_recipe
@@ -18,7 +19,7 @@ def test_reproduce_condenses_the_whole_training_set(tmp_path):
     data_dir = write_fixture("cifar10", str(tmp_path / "data"))
     args = parse("condense", ["-d", "cifar10", "--data_dir", data_dir, "--reproduce", "--ipc", "1", "--device", "cpu"])
     assert args.val_split == 0 and args.select_by == "test" and args.niter == 10000
-    train, val, _, _ = DANCE.load_data(args, "cpu")
+    train, val, _, _ = DANCE.condensation_data(args, "cpu")
     assert val is None and len(train) == len(load_dataset("cifar10", data_dir)[0]) == 40
 
 
@@ -108,7 +109,7 @@ def test_mismatched_experts_name_the_flag(tmp_path, monkeypatch):
 def test_imagenet_uses_the_official_augmentation_and_settings():
     args = parse("evaluate", ["-d", "imagenet"])
     assert (args.eval_aug, args.mix_p, args.net_type, args.depth) == ("imagenet", 1.0, "resnet_ap", 10)
-    recipe = eval_recipe(args, 10)
+    recipe = eval_recipe(eval_protocol(args), 10)
     assert recipe.pixel_aug is not None and not recipe.dsa.enabled and recipe.mix_p == 1.0
     hundred = parse("condense", ["-d", "imagenet", "--nclass", "100", "--reproduce", "--ipc", "20", "--factor", "3"])
     assert (hundred.lr, hundred.weight_decay, hundred.batch_size, hundred.batch_real, hundred.decode_type) == \

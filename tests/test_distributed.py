@@ -13,7 +13,8 @@ from PIL import Image
 
 from training.distributed import World
 from tests.fixtures import write_fixture, write_folder
-from utils import UserError, expert_path
+from condense.expert_folder import checkpoint_path
+from utils import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,8 +49,8 @@ def test_experts_dealt_to_two_ranks_equal_the_single_process_ones(common):
     assert sorted(two["experts"]) == ["0", "1", "2"]
     for i in range(3):
         for stage in ("init", "trained"):
-            a = torch.load(expert_path(str(base / "one"), i, stage), weights_only=True)
-            b = torch.load(expert_path(str(base / "two"), i, stage), weights_only=True)
+            a = torch.load(checkpoint_path(str(base / "one"), i, stage), weights_only=True)
+            b = torch.load(checkpoint_path(str(base / "two"), i, stage), weights_only=True)
             assert all(torch.equal(a[k], b[k]) for k in a), (i, stage)
         assert one["experts"][str(i)]["test_acc"] == two["experts"][str(i)]["test_acc"]
     log = (base / "two" / "log.txt").read_text()
@@ -109,6 +110,16 @@ def test_joint_condensation_on_two_ranks_equals_one_process(tmp_path, nclass, ch
         assert curves.width > 300 and curves.height > 150
 
 
+def worker_of_rank(launcher, rank):
+    """The process id of the torchrun worker of `rank` among `launcher`'s children (read from its RANK variable)."""
+    children = subprocess.run(["pgrep", "-P", str(launcher)], capture_output=True, text=True).stdout.split()
+    for pid in map(int, children):
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            if f"RANK={rank}".encode() in f.read().split(b"\0"):
+                return pid
+    raise AssertionError(f"no worker of rank {rank} among {children}")
+
+
 def test_a_killed_rank_stops_the_job_and_one_process_resumes_it_exactly(common, tmp_path):
     argv = condense_flags(common, common[0] / "experts") + ["--eval_every", "0", "--ckpt_every", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
@@ -122,8 +133,7 @@ def test_a_killed_rank_stops_the_job_and_one_process_resumes_it_exactly(common, 
         while not (state.exists() and torch.load(state, weights_only=True)["next_iter"] >= 4):
             assert job.poll() is None and time.time() < deadline, "the job ended before its 4th iteration"
             time.sleep(0.2)
-        workers = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout.split()
-        os.kill(int(sorted(workers)[-1]), signal.SIGKILL)
+        os.kill(worker_of_rank(job.pid, 1), signal.SIGKILL)
         assert job.wait(timeout=120) != 0  # torchrun stops the other rank and fails
     finally:
         job.kill()

@@ -7,6 +7,7 @@ import pytest
 from torch.profiler import ProfilerActivity, profile
 
 import DANCE
+from condense import bookkeeping
 import pretrain
 from arguments import parse
 from tests.fixtures import write_fixture
@@ -27,7 +28,7 @@ def experts(tmp_path_factory):
 @pytest.mark.parametrize("update, premodels", [("per_class", "1"), ("joint", "1"), ("per_class", "0")])
 def test_at_most_one_host_read_per_iteration(experts, monkeypatch, update, premodels):
     base, common = experts
-    monkeypatch.setattr(DANCE, "LOG_EVERY", 1000)  # log steps: the first and the last iteration only
+    monkeypatch.setattr(bookkeeping, "LOG_EVERY", 1000)  # log steps: the first and the last iteration only
     prof = profile(activities=[ProfilerActivity.CPU])
 
     def hook(k, synset, bank):

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import MODELS, build_model, model_config, model_names, reinitialize_
+from models import MODELS, model_config, reinitialize_
+from tests.fixtures import build_model
 from utils import UserError
 
 # (channels, size) of every dataset: mnist/fashion, cifar/svhn, tinyimagenet, imagenet subsets,
@@ -28,7 +29,7 @@ def features(net_type, channels, size, batch=1, **kw):
 
 
 @pytest.mark.parametrize("channels,size", SHAPES, ids=[f"{c}x{s}" for c, s in SHAPES])
-@pytest.mark.parametrize("net_type", model_names())
+@pytest.mark.parametrize("net_type", list(MODELS))
 def test_forward_backward(net_type, channels, size):
     """Logit and feature shapes, no NaN, and a gradient for every parameter."""
     model, (logits, feat) = features(net_type, channels, size, batch=2, **SMALL.get(net_type, {}))

@@ -11,7 +11,9 @@ import DANCE
 import evaluate
 import pretrain
 from arguments import parse
+from arguments.values import load_data
 from data.datasets import DATASETS
+from reports.records import read_lines
 from tests.fixtures import write_fixture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,7 +54,12 @@ def test_pipeline_runs_on_every_dataset_fixture(name, tmp_path, monkeypatch):
     assert targets.tolist() == sorted(targets.tolist())
 
     result, = evaluate.main(parse("evaluate", ev))
-    assert len(result["final"]) == 2 and all(0 <= a <= 100 for a in result["final"])
+    tested = len(load_data(parse("evaluate", ev))[1])
+    assert len(result["final"]) == 2
+    for acc in result["final"]:  # a whole number of the test split's images, in percent
+        correct = acc * tested / 100
+        assert 0 <= correct <= tested and abs(correct - round(correct)) < 1e-6, (acc, tested)
+    assert read_lines(str(tmp_path / "results" / "evaluations.jsonl"))[-1]["final"] == result["final"]
 
 
 def test_same_seed_gives_the_same_synthetic_set(tmp_path, monkeypatch):
@@ -71,13 +78,39 @@ def test_same_seed_gives_the_same_synthetic_set(tmp_path, monkeypatch):
     assert torch.equal(sets[0], torch.load(tmp_path / "run_eval_off" / "data_2.pt", weights_only=True)[0])
 
 
-def test_plain_dm_and_no_calibration_ablations_run(tmp_path, monkeypatch):
+def logged_losses(run):
+    """(inner, calibration) of every logged iteration of a run."""
+    return [(m["inner"], m["calibration"]) for m in read_lines(str(run / "metrics.jsonl")) if "inner" in m]
+
+
+def test_plain_dm_draws_a_new_network_each_iteration_and_never_calibrates(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _, cond, _ = tiny_pipeline_args("mnist", tmp_path)
-    DANCE.main(parse("condense", cond + ["--num_premodel", "0", "--iter_calib", "0", "--eval_every", "0"]))
-    log = open(tmp_path / "run" / "log.txt").read()
-    assert "plain DM" in log and (tmp_path / "run" / "data_2.pt").is_file()
-    assert not (tmp_path / "run" / "data_best.pt").exists()
+    used = []
+
+    def hook(k, synset, encoders):
+        used.append({name: p.clone() for name, p in encoders.net.state_dict().items()})
+
+    DANCE.main(parse("condense", cond + ["--num_premodel", "0", "--eval_every", "0"]), on_iteration=hook)
+    assert len(used) == 2 and not all(torch.equal(used[0][k], used[1][k]) for k in used[0])
+    losses = logged_losses(tmp_path / "run")
+    assert losses and all(inner > 0 and calib == 0 for inner, calib in losses)
+    assert (tmp_path / "run" / "data_2.pt").is_file() and not (tmp_path / "run" / "data_best.pt").exists()
+
+
+def test_iter_calib_0_turns_calibration_off(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pre, cond, _ = tiny_pipeline_args("mnist", tmp_path)
+    pretrain.main(parse("pretrain", pre))
+    runs = {}
+    for calib in ("0", "1"):
+        argv = [a if a != str(tmp_path / "run") else str(tmp_path / f"calib{calib}") for a in cond]
+        DANCE.main(parse("condense", argv + ["--iter_calib", calib, "--eval_every", "0"]))
+        runs[calib] = logged_losses(tmp_path / f"calib{calib}")
+    assert all(inner > 0 and calib == 0 for inner, calib in runs["0"])
+    assert all(calib > 0 for _, calib in runs["1"])
+    # the same inner-class step first: only calibration tells the two runs apart
+    assert runs["0"][0][0] == runs["1"][0][0]
 
 
 def cli(script, *argv, cwd):

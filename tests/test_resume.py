@@ -1,7 +1,6 @@
 """Resumable runs under real faults: SIGKILL (also in the middle of a checkpoint write), SIGTERM/SIGINT,
 truncated checkpoints, failed writes and NaN. A resumed run must end bit for bit where an uninterrupted
 one with the same seed ends (CPU)."""
-import argparse
 import errno
 import glob
 import os
@@ -19,6 +18,7 @@ import pretrain
 from arguments import parse
 from tests.fixtures import write_fixture
 from condense.run_folder import load_state
+from condense.updates import SCHEDULES
 from utils import RunStopped, UserError, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -232,10 +232,11 @@ def test_failed_write_is_a_user_error_and_keeps_the_previous_checkpoint(setup, t
 
 @pytest.mark.parametrize("poison", ["nan_data", "inf_loss"])
 def test_nan_stops_the_run_and_the_last_checkpoint_is_finite(setup, tmp_path, monkeypatch, poison):
-    run, calls, real = tmp_path / "run", [0], DANCE.per_class_update
+    run, calls = tmp_path / "run", [0]
+    real, calibrate = SCHEDULES["per_class"]
 
     def poisoned(synset, *args):
-        inner, inter = real(synset, *args)
+        inner = real(synset, *args)
         calls[0] += 1
         if calls[0] == 8:  # iteration 8
             if poison == "nan_data":
@@ -243,9 +244,9 @@ def test_nan_stops_the_run_and_the_last_checkpoint_is_finite(setup, tmp_path, mo
                     synset.data[0, 0, 0, 0] = float("nan")
             else:
                 inner = inner + float("inf")
-        return inner, inter
+        return inner
 
-    monkeypatch.setattr(DANCE, "per_class_update", poisoned)
+    monkeypatch.setitem(SCHEDULES, "per_class", (poisoned, calibrate))
     with pytest.raises(UserError, match=r"iteration 8: NaN or Inf .*state.pt \(after iteration 6\), is intact"):
         DANCE.main(parse("condense", setup["cond"] + ["--save_dir", str(run)]))
     state = torch.load(run / "state.pt", weights_only=True)
@@ -321,4 +322,4 @@ def test_a_state_from_before_keyed_draws_is_refused_naming_the_way_out(tmp_path)
     torch.save({"next_iter": 3, "done": False, "data": torch.zeros(1), "optimizer": {}, "sampler": {}, "best": -1.0,
                 "rng": {}, "args": {"niter": 5}}, tmp_path / "state.pt")  # format 1 (2026-11)
     with pytest.raises(UserError, match="written by an earlier DANCE.py, whose random streams differ"):
-        load_state(str(tmp_path), argparse.Namespace(niter=5))
+        load_state(str(tmp_path), {"niter": 5})

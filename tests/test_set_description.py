@@ -10,7 +10,8 @@ import DANCE
 import evaluate
 import pretrain
 from arguments import parse
-from data.synthetic import SyntheticSet, checked_pixels, description_path, read_description
+from data.set_files import checked_pixels, description_path, read_description
+from data.synthetic import SyntheticSet
 from reports.records import summarize
 from tests.fixtures import write_fixture
 from utils import UserError, atomic_save

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from data.synthetic import SyntheticSet, decode, decode_bound, decode_multi, decode_zoom, load_set, tile_mix
+from data.set_files import load_set
+from data.synthetic import SyntheticSet, decode, decode_bound, decode_multi, decode_zoom, tile_mix
 from utils import UserError
 
 # bilinear x2 upsampling (align_corners=False) samples source rows at -0.25, 0.25, 0.75, 1.25 (clamped)

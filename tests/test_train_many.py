@@ -11,7 +11,7 @@ from torch.profiler import ProfilerActivity, profile
 from training import vectorised
 from data.augment import box_masks, cutmix, cutmix_draws, cutmix_many, cutmix_loss, cutmix_loss_many
 from data.datasets import Split
-from models import build_model
+from tests.fixtures import build_model
 from training.recipe import Recipe, fit
 from training.recipe import test_accuracy as accuracy_of
 from models.convnet import ConvNet

@@ -8,6 +8,7 @@ written by the rank that owns it, so the output folder must be one every rank se
 shared filesystem across nodes).
 """
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -97,3 +98,17 @@ def end_world(world, clean=True):
         if clean:
             dist.barrier()
         dist.destroy_process_group()
+
+
+@contextmanager
+def torchrun_session(device):
+    """The block runs as this process's share of the torchrun job: yields (World, this rank's device); a plain
+    `python script.py` is a one-process world on `device`. On leaving, the process group is left after a last
+    barrier, or at once after an error (torchrun then stops the other ranks)."""
+    world, device = start_world(device)
+    try:
+        yield world, device
+    except BaseException:
+        end_world(world, clean=False)
+        raise
+    end_world(world)

@@ -20,14 +20,16 @@ from training.vectorised import build_networks, fit_group, group_size, groups_of
 from utils import UserError
 
 
-def eval_recipe(args, epochs, teacher=None):
-    """The paper's evaluation protocol: SGD, x0.2 at 2/3 and 5/6, per-sample DSA (or ImageNet's), CutMix; with a
-    `teacher`, trained on its soft labels at --temperature instead of the set's labels."""
-    return Recipe(epochs=epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                  batch_size=args.batch_size, dsa_strategy=args.dsa_strategy,
-                  mix_p=args.mix_p if args.mixup == "cut" else 0.0, beta=args.beta,
-                  eval_interval=args.eval_interval, eval_aug=args.eval_aug, precision=args.precision,
-                  compile=args.compile, teacher=teacher, temperature=getattr(args, "temperature", DEFAULT_TEMPERATURE))
+def eval_recipe(protocol, epochs, compile=False, teacher=None, temperature=DEFAULT_TEMPERATURE):
+    """The paper's evaluation recipe from a set's evaluation `protocol` (the settings data/set_files.PROTOCOL names):
+    SGD, x0.2 at 2/3 and 5/6, per-sample DSA (or ImageNet's), CutMix; with a `teacher`, trained on its soft labels
+    at `temperature` instead of the set's labels."""
+    p = protocol
+    return Recipe(epochs=epochs, lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"],
+                  batch_size=p["batch_size"], dsa_strategy=p["dsa_strategy"],
+                  mix_p=p["mix_p"] if p["mixup"] == "cut" else 0.0, beta=p["beta"], eval_interval=p["eval_interval"],
+                  eval_aug=p["eval_aug"], precision=p["precision"], compile=compile, teacher=teacher,
+                  temperature=temperature)
 
 
 def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, seed=0, log=print, val=None,
