@@ -62,8 +62,8 @@ def bookkeeping(args, world, device, info, network, val, test):
             (f", {world.size} processes, classes split in contiguous shares" if world.size > 1 else ""))
     if args.num_premodel == 0:
         run.log("num_premodel 0: plain DM (a fresh random network per iteration, no calibration)")
-    evaluation = PeriodicEvaluation(test, val, network, eval_recipe(eval_protocol(args), args.eval_epochs, args.compile),
-                                    args.eval_runs, args.parallel, args.seed, args.select_by)
+    recipe = eval_recipe(eval_protocol(args), args.eval_epochs, args.compile)
+    evaluation = PeriodicEvaluation(test, val, network, recipe, args.eval_runs, args.parallel, args.seed, args.select_by)
     description = describe_run(settings, info.class_names, (info.channels, info.size, info.size), git)
     return Bookkeeping(run, world, info, Schedule(args.niter, args.eval_every, args.ckpt_every), evaluation,
                        description, args.iter_calib)

@@ -2,9 +2,9 @@
 
 The official code's settings (its reproduce settings and the dataset block after parsing): ResNetAP-10;
 networks trained on a set use the torchvision ImageNet augmentation (random resized crop, flip, colour jitter,
-lighting) instead of DSA, with CutMix on every batch (mix_p 1.0). `rules` holds what depends on other settings: with 100 classes, lr 0.1,
-weight decay 1e-4 and batches of at least 128 (always, as the official dataset block); under --reproduce,
-batch_real 128 for 10 classes and decode_type 'bound' when factor >= 3 and ipc >= 20.
+lighting) instead of DSA, with CutMix on every batch (mix_p 1.0). `rules` holds what depends on other settings:
+with 100 classes, lr 0.1, weight decay 1e-4 and batches of at least 128 (always, as the official dataset block);
+under --reproduce, batch_real 128 for 10 classes and decode_type 'bound' when factor >= 3 and ipc >= 20.
 """
 SETTINGS = {
     "common": dict(net_type="resnet_ap", depth=10, eval_epochs=None, eval_interval=500, eval_aug="imagenet",

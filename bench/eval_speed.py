@@ -1,9 +1,9 @@
 """Seconds per evaluation epoch: the reference's data path vs ours, measured side by side.
 
-Reference path (REFERENCE 5.5, 8.2): the decoded set lives on the CPU in a TensorDataset whose
-per-sample transform normalises each image; a DataLoader (batch 64, shuffled, no workers) collates
-batches that are then copied to the device; the test pass runs without no_grad.
-Ours (train.py): the decoded set stays on the device, batches are index gathers normalised as a
+Reference path (the official DANCE.py `Synthesizer.loader` and train.py `train_epoch`): the decoded set lives
+on the CPU in a TensorDataset whose per-sample transform normalises each image; a DataLoader (batch 64, shuffled,
+no workers) collates batches that are then copied to the device; the test pass runs without no_grad.
+Ours (training/recipe.py): the decoded set stays on the device, batches are index gathers normalised as a
 batch; the test pass runs under no_grad with large batches.
 Both then apply the same DSA + CutMix + SGD step. Default shapes: CIFAR-10, IPC 10, factor 2
 (400 training images), ConvNet-3, 10,000 test images.

@@ -1,7 +1,8 @@
 """Differentiable Siamese Augmentation (DSA, Zhao & Bilen 2021), input normalisation and CutMix.
 
-Spec: REFERENCE.md section 4 (DSA, as in DANCE's misc/augment.py) and section 8.2 (CutMix).
-Every op below is a pure function of x and one parameter per sample; `DiffAug` draws the parameters.
+As the official code: DSA as its misc/augment.py (`DiffAug`, IDC's), CutMix as its train.py `train_epoch` and
+misc/utils.py `rand_bbox`. Every op below is a pure function of x and one parameter per sample; `DiffAug` draws
+the parameters.
 x is N x C x H x W; "x" indices run along H (dim 2) and "y" indices along W (dim 3), as in the reference.
 Per-sample randomness comes from torch, the one host-side choice (which DSA op) from Python's `random`;
 `utils.seed_everything` seeds both, so every call is reproducible.
@@ -461,7 +462,7 @@ class ImageNetAug:
 
 
 # ----------------------------------------------------------------------------------------------
-# CutMix for N networks trained at once (train_many.py). Network i mixes its own batch x[i] with its own
+# CutMix for N networks trained at once (training/vectorised.py). Network i mixes its own batch x[i] with its own
 # decision, lambda, partner permutation and box, each drawn exactly as `cutmix` draws them; the pastes are
 # one masked select on the device, built from the per-network box coordinates.
 # ----------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 
 Each loader composes the readers of data/formats.py (MNIST idx, CIFAR pickles, SVHN .mat, ImageFolder trees,
 Tiny-ImageNet's raw val layout) into splits of uint8 images, unnormalised, as (N, C, H, W) tensors in memory;
-ImageNet is streamed from its files through `ImageFiles` (REFERENCE.md 2.2). Normalisation constants are
-REFERENCE.md 2.1.
+ImageNet is streamed from its files through `ImageFiles` (the official common.py `load_resized_data`).
+Normalisation constants are the official data.py's `MEANS` and `STDS`.
 """
 import os
 from dataclasses import dataclass
@@ -19,7 +19,8 @@ from data.formats import (ImageFiles, channel_stats, class_dirs, class_tree, dec
 from data.formats import list_images, load_image  # noqa: F401  (re-exported for older callers)
 from utils import UserError
 
-# Evaluation DSA strategies after CutMix removed `cutout` (REFERENCE.md 1.1.2): digits lose `flip`.
+# Evaluation DSA strategies after CutMix removed `cutout` (the official dataset block after parsing): digits
+# lose `flip`.
 DSA_FLIP = "color_crop_flip_scale_rotate"
 DSA_NO_FLIP = "color_crop_scale_rotate"
 
@@ -46,9 +47,9 @@ class DatasetInfo:
     mean: tuple
     std: tuple
     class_names: tuple
-    eval_dsa: str          # DSA strategy of the evaluation recipe (REFERENCE.md 1.1.2)
+    eval_dsa: str          # DSA strategy of the evaluation recipe (the official dataset block)
     cifar_layout: bool     # ResNet/ResNetAP use their CIFAR stem
-    imagenet_epochs: bool  # evaluation epochs come from the ipc table (REFERENCE.md 1.1.2)
+    imagenet_epochs: bool  # evaluation epochs come from the ipc table (the official `ipc_epoch`)
 
 
 @dataclass
@@ -278,11 +279,11 @@ def _imagenet_classes(name, root, nclass, phase, seed):
             raise UserError(f"--phase {phase} selects a slice of 10 or 100 classes; with every class (--nclass "
                             f"{nclass}) drop it")
         return train_dir, val_dir, nclass, folders
-    p = max(0, phase or 0)  # REFERENCE.md 9: phase -1 (the reference default) means slice 0
+    p = max(0, phase or 0)  # the official default phase -1 means slice 0 (p = max(0, phase))
     if not seed:
         pool = read_class_file("class100")
     else:
-        # REFERENCE.md 2.2 `find_subclasses` with dseed != 0: permute the sorted class folders.
+        # the official data.py `find_subclasses` with dseed != 0: permute the sorted class folders.
         folders = list_classes(train_dir)
         pool = [folders[i] for i in np.random.RandomState(seed).permutation(len(folders))]
     if nclass * (p + 1) > len(pool):

@@ -2,7 +2,7 @@
 
 Each reader returns numpy arrays or uint8 tensors and turns a missing, corrupt or foreign file into one UserError
 line; composing them into splits is data/datasets.py's job. The ImageNet class lists (label = line index) are
-REFERENCE.md 2.5, in data/classes/.
+the official misc/class*.txt, copied to data/classes/.
 """
 import gzip
 import os
@@ -252,7 +252,7 @@ def read_val_annotations(annotations, images_dir, classes):
 
 
 def read_class_file(name):
-    """Class wnids of data/classes/<name>.txt; the line index is the label (REFERENCE.md 2.5)."""
+    """Class wnids of data/classes/<name>.txt; the line index is the label (as the official misc/*.txt)."""
     with open(os.path.join(CLASS_DIR, f"{name}.txt")) as f:
         return [line.strip() for line in f if line.strip()]
 

@@ -23,7 +23,7 @@ def gather(images, index, device):
 
 
 class ClassSampler:
-    """Endless per-class streams of real images (REFERENCE 2.3, ClassBatchSampler).
+    """Endless per-class streams of real images (the official data.py `ClassBatchSampler`).
 
     Each class is drawn without replacement within a pass over its images; the incomplete tail of a
     pass is dropped. Pass p of class c is a permutation keyed by (seed, c, p) (data/streams.py), so a class

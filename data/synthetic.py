@@ -10,7 +10,8 @@ from utils import UserError
 
 
 def decode_zoom(images, factor):
-    """Split each image into factor x factor crops and upsample each crop back (REFERENCE 5.3).
+    """Split each image into factor x factor crops and upsample each crop back (the official
+    `decode_zoom`, IDC's).
 
     (n, C, H, W) -> (n * factor^2, C, H, W), crop-major: all images' crop (0,0), then (0,1), ...
     Sizes not divisible by the factor are padded right/bottom with 0.5 first.
@@ -33,7 +34,8 @@ def decode_multi(images, factor):
 
 
 def decode_bound(images, factor, bound):
-    """Decode as many images as fit at the highest factor, the rest at lower ones (REFERENCE 5.3)."""
+    """Decode as many images as fit at the highest factor, the rest at lower ones (the official
+    `decode_zoom_bound`)."""
     n = len(images)
     budget, spare, idx, total, out = n, bound - n, 0, 0, []
     for f in range(factor, 0, -1):
@@ -67,7 +69,7 @@ def noise_images(ipc, channels, size, seed, c):
 def tile_mix(images, factor, ipc):
     """Mix init: tile factor^2 groups of ipc real images, nearest-downsampled, into ipc images.
 
-    Tile k = i * factor + j (row-major) holds images k*ipc ... k*ipc + ipc - 1 (REFERENCE 5.2).
+    Tile k = i * factor + j (row-major) holds images k*ipc ... k*ipc + ipc - 1 (the official `Synthesizer.init`).
     """
     _, ch, h, w = images.shape
     out = torch.empty(ipc, ch, h, w, dtype=images.dtype, device=images.device)
@@ -117,7 +119,8 @@ class SyntheticSet:
 
         With max_size > 0 and more decoded images than that, a random subset of max_size per class (keyed by
         class id with `draws`, a data.streams.IterationDraws). 'bound' decoding is bounded by `bound`, else by
-        max_size (REFERENCE 5.4). `pixels` replaces the storage (same shape), e.g. by its clamped copy.
+        max_size (as the official `Synthesizer.sample`). `pixels` replaces the storage (same shape), e.g. by its
+        clamped copy.
         """
         pixels = self.data if pixels is None else pixels
         storage = pixels.view(self.nclass, self.ipc, *pixels.shape[1:])

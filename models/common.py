@@ -1,4 +1,5 @@
-"""The residual-network skeleton and blocks shared by ResNet and ResNetAP (REFERENCE.md sections 3.2-3.3).
+"""The residual-network skeleton and blocks shared by ResNet and ResNetAP (the official models/resnet_ap.py
+and models/resnet.py).
 
 The two differ only in how a block downsamples: `avgpool=False` (ResNet) strides its convs, `avgpool=True`
 (ResNetAP) keeps them at stride 1 and average-pools instead. ResNet's norms ('batch', 'instance') never

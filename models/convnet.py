@@ -1,4 +1,4 @@
-"""ConvNet: depth x [conv3x3 - norm - ReLU - AvgPool2], then one Linear (REFERENCE.md section 3.1)."""
+"""ConvNet: depth x [conv3x3 - norm - ReLU - AvgPool2], then one Linear (the official models/convnet.py)."""
 import torch.nn as nn
 
 from models.common import check_choice

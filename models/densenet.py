@@ -1,4 +1,4 @@
-"""DenseNet-CIFAR: growth 12, blocks (6, 12, 24, 16), reduction 0.5 (REFERENCE.md section 3.4).
+"""DenseNet-CIFAR: growth 12, blocks (6, 12, 24, 16), reduction 0.5 (the official models/densenet_cifar.py).
 
 After kuangliu/pytorch-cifar (models/densenet.py), as in the official code's models/densenet_cifar.py.
 """

@@ -1,4 +1,4 @@
-"""ResNet: the standard, torchvision-like residual network with strided convs (REFERENCE.md section 3.3)."""
+"""ResNet: the standard, torchvision-like residual network with strided convs (the official models/resnet.py)."""
 import torch.nn as nn
 
 from models.common import (BasicBlock, Bottleneck, ResNetBase, check_choice, net_size, norm,

@@ -1,4 +1,4 @@
-"""ResNetAP: a ResNet whose strided convs are replaced by average pooling (REFERENCE.md section 3.2)."""
+"""ResNetAP: a ResNet whose strided convs are replaced by average pooling (the official models/resnet_ap.py)."""
 import torch.nn as nn
 
 from models.common import (BasicBlock, Bottleneck, ResNetBase, check_choice, conv, net_size, norm,

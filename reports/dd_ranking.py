@@ -41,7 +41,7 @@ def _spread(values):
 
 
 def dd_ranking_scores(syn, random, syn_hard, full, lam=LRS_LAMBDA):
-    """IOR, HLR and LRS from per-run test accuracies in percent (as evaluation.evaluate_set reports them).
+    """IOR, HLR and LRS from per-run test accuracies in percent (as training.set_accuracy.evaluate_set reports them).
 
     syn[r], random[r]: run r on the set and on run r's random subset (one label mode); syn_hard[r]: run r on the set
     with hard labels; full: the whole training set's accuracy (one number). Each score: mean, std and per-run values,

@@ -34,6 +34,7 @@ def test_markdown_rows_use_seed_means():
     assert lines[4].endswith("| 0.01 | 1.5 +- 0.5 (0.5) |")  # differences 2, 1
 
 
+@pytest.mark.slow
 def test_longer_study_extends_a_shorter_run_exactly(tmp_path):
     common = ["-d", "digits", "--device", "cpu", "--seed", "0", "--pretrain_dir", str(tmp_path / "experts")]
     short = argparse.Namespace(at=[2], niter=2, device="cpu")

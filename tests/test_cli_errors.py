@@ -6,10 +6,10 @@ import sys
 import pytest
 import torch
 
-from tests.fixtures import build_model
-from tests.fixtures import write_imagenet_subset
+from tests.fixtures import build_model, write_imagenet_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow  # every case starts a script in a process of its own
 
 
 def run(script, *argv, cwd):

@@ -51,6 +51,7 @@ def trained(models, compile, many):
     return [m.state_dict() for m in models]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("many", [False, True], ids=["fit", "fit_many"])
 def test_compiled_training_gives_the_eager_weights(many):
     eager = trained([tiny(0), tiny(1)], compile=False, many=many)
@@ -64,6 +65,7 @@ def test_recipe_records_leave_compile_out():
     assert "compile" not in Recipe(1, compile=True).as_dict()  # a manifest's recipe does not change with it
 
 
+@pytest.mark.slow
 def test_compiled_condensation_step_gives_the_eager_set(tmp_path):
     network = {"net_type": "convnet", "config": model_config("convnet", 3, 3, 16, 2, 1 / 16)}
     for stage in ("init", "trained"):
@@ -93,6 +95,7 @@ def test_compiled_condensation_step_gives_the_eager_set(tmp_path):
     torch.testing.assert_close(sets[1], sets[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_module_shares_the_parameters_written_in_place():
     net = tiny(0).requires_grad_(False)
     run = compiled(net, True)
@@ -103,6 +106,7 @@ def test_compiled_module_shares_the_parameters_written_in_place():
     assert compiled(net, False) is net
 
 
+@pytest.mark.slow
 def test_compile_end_to_end_through_the_scripts(tmp_path):
     data_dir = write_fixture("folder", str(tmp_path / "data"))
     common = ["-d", "folder", "--size", "16", "--data_dir", data_dir, "--width", "0.0625", "--device", "cpu",

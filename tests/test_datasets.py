@@ -19,7 +19,7 @@ SUBSETS = ("imagenette", "imagewoof", "imagemeow", "imagesquawk", "imagefruit", 
 EXPECTED = {"mnist": (10, 1, 28), "fashion": (10, 1, 28), "cifar10": (10, 3, 32), "cifar100": (100, 3, 32),
             "svhn": (10, 3, 32), "tinyimagenet": (3, 3, 64), "imagenet": (10, 3, 224), "folder": (3, 3, 32),
             "digits": (10, 1, 16), **{n: (10, 3, 128) for n in SUBSETS}}
-# REFERENCE.md 2.1
+# the official data.py's MEANS and STDS
 STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
          "cifar100": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
          "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),

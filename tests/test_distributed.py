@@ -39,6 +39,7 @@ def common(tmp_path_factory):
                   "--parallel", "1"]
 
 
+@pytest.mark.slow
 def test_experts_dealt_to_two_ranks_equal_the_single_process_ones(common):
     base, flags = common
     argv = flags + ["--pretrain_amount", "3", "--pretrain_epochs", "2"]
@@ -58,6 +59,7 @@ def test_experts_dealt_to_two_ranks_equal_the_single_process_ones(common):
     assert not list((base / "two").glob("*_progress.pt"))
 
 
+@pytest.mark.slow
 def test_runs_dealt_to_two_ranks_give_one_record_equal_to_one_process(common):
     base, flags = common
     argv = flags + ["--baseline", "random", "--ipc", "2", "--runs", "3", "--eval_epochs", "3"]
@@ -90,6 +92,7 @@ def same_sets(a, b, names):
         assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nclass, chunk", [(3, 1), (4, 2)])
 def test_joint_condensation_on_two_ranks_equals_one_process(tmp_path, nclass, chunk):
     """3 classes: shares of 2 and 1 (uneven); 4 classes in chunks of 2: one chunk per rank."""
@@ -120,6 +123,7 @@ def worker_of_rank(launcher, rank):
     raise AssertionError(f"no worker of rank {rank} among {children}")
 
 
+@pytest.mark.slow
 def test_a_killed_rank_stops_the_job_and_one_process_resumes_it_exactly(common, tmp_path):
     argv = condense_flags(common, common[0] / "experts") + ["--eval_every", "0", "--ckpt_every", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}

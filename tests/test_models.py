@@ -28,8 +28,12 @@ def features(net_type, channels, size, batch=1, **kw):
     return model, model(torch.randn(batch, channels, size, size), return_features=True)
 
 
-@pytest.mark.parametrize("channels,size", SHAPES, ids=[f"{c}x{s}" for c, s in SHAPES])
-@pytest.mark.parametrize("net_type", list(MODELS))
+# DenseNet at 224x224 takes seconds on the CPU: the full suite only.
+CASES = [pytest.param(n, c, s, id=f"{n}-{c}x{s}", marks=[pytest.mark.slow] if (n, s) == ("densenet", 224) else [])
+         for n in MODELS for c, s in SHAPES]
+
+
+@pytest.mark.parametrize("net_type,channels,size", CASES)
 def test_forward_backward(net_type, channels, size):
     """Logit and feature shapes, no NaN, and a gradient for every parameter."""
     model, (logits, feat) = features(net_type, channels, size, batch=2, **SMALL.get(net_type, {}))

@@ -34,7 +34,12 @@ def tiny_pipeline_args(name, tmp_path):
     return pre, cond, ev
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
+# The fast tier runs three datasets (tensor files, image folders, the embedded digits); the full suite all of them.
+FAST_PIPELINES = ("cifar10", "digits", "folder")
+
+
+@pytest.mark.parametrize("name", [n if n in FAST_PIPELINES else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(DATASETS)])
 def test_pipeline_runs_on_every_dataset_fixture(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pre, cond, ev = tiny_pipeline_args(name, tmp_path)
@@ -119,6 +124,7 @@ def cli(script, *argv, cwd):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_command_lines_end_to_end(tmp_path):
     pre, cond, ev = tiny_pipeline_args("cifar10", tmp_path)
     for script, argv in (("pretrain.py", pre), ("DANCE.py", cond), ("evaluate.py", ev)):
@@ -127,6 +133,7 @@ def test_command_lines_end_to_end(tmp_path):
     assert "final acc" in out.stdout and "+-" in out.stdout and "best over test checks" in out.stdout
 
 
+@pytest.mark.slow
 def test_quickstart_short_path(tmp_path, monkeypatch, capsys):
     """Every row at IPC 1, the random one from a new subset per evaluation network, and the grid it names."""
     import quickstart

@@ -1,4 +1,4 @@
-"""plots.py: a run's curves from its metrics.jsonl, accuracy against IPC from a results file."""
+"""reports/plots.py: a run's curves from its metrics.jsonl, accuracy against IPC from a results file."""
 import pytest
 from PIL import Image
 

@@ -33,6 +33,7 @@ def probe(env_value):
     return applied, int(small), int(large)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and os.path.exists("/proc/self/statm")),
                     reason="glibc's mallopt and /proc are Linux's")
 def test_freed_buffers_stay_in_the_process_unless_turned_off():

@@ -112,6 +112,7 @@ def state_iter(run):
     return torch.load(os.path.join(run, "state.pt"), weights_only=True)["next_iter"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, at, target, resumes_at", [
     ("iteration", 2, "SIGKILL", None),     # before the first checkpoint: no state.pt, restarts from iteration 1
     ("iteration", 8, "SIGKILL", 6),        # between checkpoints
@@ -135,6 +136,7 @@ def test_sigkill_then_resume_is_bit_identical(setup, tmp_path, mode, at, target,
     assert torch.equal(torch.load(run / f"data_{NITER}.pt", weights_only=True)[0], setup["reference"])
 
 
+@pytest.mark.slow
 def test_sigkill_from_outside_at_an_unknown_point(setup, tmp_path):
     run = tmp_path / "run"
     proc = child(setup, "DANCE", "none", 0, "-", setup["cond"] + ["--save_dir", str(run), "--ckpt_every", "1"])
@@ -146,6 +148,7 @@ def test_sigkill_from_outside_at_an_unknown_point(setup, tmp_path):
     assert torch.equal(resume(run), setup["reference"])
 
 
+@pytest.mark.slow
 def test_sigterm_saves_state_exits_143_and_the_command_line_resumes(setup, tmp_path):
     run = tmp_path / "run"
     code, err = finished(child(setup, "DANCE", "iteration", 5, "SIGTERM", setup["cond"] + ["--save_dir", str(run)]))
@@ -266,6 +269,7 @@ def same_experts(a, b):
         a[f].keys() == b[f].keys() and all(torch.equal(a[f][k], b[f][k]) for k in a[f]) for f in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, at, resumed_after", [
     ("write", 2, 2),      # after epoch 2 of expert 1 was saved
     ("midwrite", 2, 1),   # while epoch 2's state was being written: epoch 1's stays
@@ -300,6 +304,7 @@ def test_truncated_or_mismatched_expert_is_retrained(setup, tmp_path):
     assert same_experts(expert_files(folder), expert_files(setup["base"] / "experts"))
 
 
+@pytest.mark.slow
 def test_experts_trained_together_resume_bit_identically(setup, tmp_path):
     argv = setup["pre"] + ["--parallel", "0"]  # the last flag wins: both experts at once
     together = [a if a != str(setup["base"] / "experts") else str(tmp_path / "together") for a in argv]

@@ -1,4 +1,5 @@
-"""DD-Ranking's formulas (scores.py) and soft-label training (train.py, train_many.py) on hand-computed cases."""
+"""DD-Ranking's formulas (reports/dd_ranking.py) and soft-label training (training/recipe.py,
+training/vectorised.py) on hand-computed cases."""
 import pytest
 import torch
 from torch import nn

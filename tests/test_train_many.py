@@ -1,4 +1,4 @@
-"""train_many.py: N networks trained as one vectorised model against the sequential trainer (train.fit)."""
+"""training/vectorised.py: N networks trained as one vectorised model against the sequential trainer (fit)."""
 import copy
 import io
 import statistics

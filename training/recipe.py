@@ -1,8 +1,8 @@
 """The one training recipe (SGD, multistep, DSA, CutMix) and the test pass, one network at a time.
 
-Used by pretrain.py on real data and by evaluation.py on condensed data (REFERENCE 7, 8); train_many.py
-trains several networks at once with the same recipe. Data stays on the device: batches are index
-gathers, not DataLoader workers.
+Used by pretrain.py on real data and by training/set_accuracy.py on condensed data (the official train.py
+`train`); training/vectorised.py trains several networks at once with the same recipe. Data stays on the device:
+batches are index gathers, not DataLoader workers.
 """
 import torch
 import torch.nn.functional as F

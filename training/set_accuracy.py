@@ -1,11 +1,11 @@
 """The evaluation of a set: train fresh networks on it with the paper's protocol, report their test accuracy.
 
-The library behind evaluate.py and DANCE.py's periodic evaluations (REFERENCE 8). Runs train in groups of
-`parallel` networks at once (train_many.py) where the network allows it, else one after another
-(train.fit). Run r's network is initialised under seed * 1000 + r either way. Its training draws come
-from that stream when it trains alone; in a group, the group's first run's stream drives every network
-(train_many's contract), so a run's accuracy then depends on which runs share its group, and only a
-one-network group equals the run trained alone.
+The library behind evaluate.py and DANCE.py's periodic evaluations (the official test.py `test_data`, with
+repeats). Runs train in groups of `parallel` networks at once (training/vectorised.py) where the network allows
+it, else one after another (training/recipe.fit). Run r's network is initialised under seed * 1000 + r either
+way. Its training draws come from that stream when it trains alone; in a group, the group's first run's stream
+drives every network (training/vectorised.py's contract), so a run's accuracy then depends on which runs share
+its group, and only a one-network group equals the run trained alone.
 """
 import math
 import statistics
@@ -30,6 +30,27 @@ def eval_recipe(protocol, epochs, compile=False, teacher=None, temperature=DEFAU
                   mix_p=p["mix_p"] if p["mixup"] == "cut" else 0.0, beta=p["beta"], eval_interval=p["eval_interval"],
                   eval_aug=p["eval_aug"], precision=p["precision"], compile=compile, teacher=teacher,
                   temperature=temperature)
+
+
+def _fit_watched(models, group, runs, images, labels, test, info, recipe, device, progress, strict):
+    """Train one group of runs' networks (training/vectorised.fit_group) behind a progress bar; returns their results
+    and {run: first epoch whose training loss was NaN or Inf}, or raises a UserError at it when `strict`."""
+    name = f"run {group[0] + 1}/{runs}" if len(group) == 1 else f"runs {group[0] + 1}-{group[-1] + 1}/{runs}"
+    diverged = {}
+    with tqdm(total=recipe.epochs, desc=name, leave=False, disable=not progress) as bar:
+        def step(epoch, losses, accs):
+            bar.update()
+            bar.set_postfix(loss=" ".join(f"{x:.3f}" for x in losses))
+            for run, loss in zip(group, losses):
+                if not math.isfinite(loss) and run not in diverged:
+                    diverged[run] = epoch
+                    if strict:
+                        raise UserError(f"run {run + 1}: the training loss became {loss} at epoch {epoch} "
+                                        f"(lr {recipe.lr}, weight decay {recipe.weight_decay}); lower --lr or "
+                                        f"--weight_decay")
+
+        fitted = fit_group(models, images, labels, test, info.mean, info.std, recipe, device, progress=step)
+    return fitted, diverged
 
 
 def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, seed=0, log=print, val=None,
@@ -64,21 +85,8 @@ def evaluate_set(images, labels, test, info, network, recipe, device, runs=1, se
         if per_run is not None:
             images, labels = per_run(group[0])
         models = build_networks(network, device, group, seed)
-        name = f"run {group[0] + 1}/{runs}" if len(group) == 1 else f"runs {group[0] + 1}-{group[-1] + 1}/{runs}"
-        diverged = {}
-        with tqdm(total=recipe.epochs, desc=name, leave=False, disable=not progress) as bar:
-            def step(epoch, losses, accs):
-                bar.update()
-                bar.set_postfix(loss=" ".join(f"{x:.3f}" for x in losses))
-                for run, loss in zip(group, losses):
-                    if not math.isfinite(loss) and run not in diverged:
-                        diverged[run] = epoch
-                        if strict:
-                            raise UserError(f"run {run + 1}: the training loss became {loss} at epoch {epoch} "
-                                            f"(lr {recipe.lr}, weight decay {recipe.weight_decay}); lower --lr or "
-                                            f"--weight_decay")
-
-            fitted = fit_group(models, images, labels, test, info.mean, info.std, recipe, device, progress=step)
+        fitted, diverged = _fit_watched(models, group, runs, images, labels, test, info, recipe, device, progress,
+                                        strict)
         if val is not None:
             vals.update(zip(group, test_accuracies(models, val, info.mean, info.std, device, recipe.precision)))
         for run, result in zip(group, fitted):

@@ -1,4 +1,4 @@
-"""Train N small networks of one architecture at once, as one vectorised model (DESIGN: many small networks).
+"""Train N small networks of one architecture at once, as one vectorised model.
 
 A step of one evaluation network or expert is milliseconds of work, so an accelerator mostly waits on
 kernel launches. `fit_many` stacks the N networks' parameters (torch.func.stack_module_state) and runs
@@ -9,7 +9,7 @@ and one MultiStepLR over the stacked tensors (SGD is elementwise, so this is N i
 
 Each network keeps its own initialisation (the caller builds it), data order (a permutation per network
 per epoch), per-sample augmentation draws, CutMix decision, lambda, partner permutation and box.
-Random-stream contract: with one network, fit_many makes exactly the draws `train.fit` makes, in the
+Random-stream contract: with one network, fit_many makes exactly the draws `training.recipe.fit` makes, in the
 same order and shapes, so the same seed gives the same training up to float reduction order. With N > 1
 all networks draw from the one stream, interleaved (N permutations per epoch; per batch DSA over all
 N x B images, N CutMix decisions, then each mixing network's draws): network i then matches its
@@ -58,7 +58,7 @@ def _check_stackable(models):
         raise ValueError("fit_many needs at least one network")
     if not can_vectorise(models[0]):
         raise ValueError(f"{type(models[0]).__name__} cannot be vectorised (BatchNorm, dropout or a forward hook); "
-                         f"train it with train.fit")
+                         f"train it with training.recipe.fit")
     shapes = [(k, tuple(v.shape)) for k, v in models[0].state_dict().items()]
     for i, m in enumerate(models[1:], 1):
         if type(m) is not type(models[0]) or [(k, tuple(v.shape)) for k, v in m.state_dict().items()] != shapes:
@@ -114,7 +114,7 @@ class StackedNetworks:
         _check_stackable(models)
         self.n = len(models)
         params, buffers = stack_module_state(list(models))
-        # Leaves on `device` (a no-op when the networks are there already, as train.fit expects).
+        # Leaves on `device` (a no-op when the networks are there already, as training.recipe.fit expects).
         self.params = {k: v.detach().to(device).requires_grad_(v.requires_grad) for k, v in params.items()}
         self.buffers = {k: v.detach().to(device) for k, v in buffers.items()}
         # The module only supplies the forward code: functional_call swaps in each network's tensors.
@@ -192,7 +192,7 @@ def test_accuracy_many(models, split, mean, std, device, batch_size=None, precis
 def train_epoch_many(net, optimizer, images, labels, mean, std, recipe, device):
     """One shuffled pass of every network; returns per-network mean train loss and accuracy (lists).
 
-    The draws, per network and batch, are those of train.train_epoch (see the module's contract).
+    The draws, per network and batch, are those of training.recipe.train_epoch (see the module's contract).
     """
     n = net.n
     net.train()
@@ -223,7 +223,7 @@ def train_epoch_many(net, optimizer, images, labels, mean, std, recipe, device):
             x, y_b = cutmix_many(x, y, plan[:, :b], plan[:, b:])
         with recipe.autocast(device):
             logits = net(x)
-            if recipe.teacher is not None:  # train.train_epoch's soft labels: the teacher on every network's batch
+            if recipe.teacher is not None:  # train_epoch's soft labels: the teacher on every network's batch
                 targets = teacher_logits(recipe.teacher, x.flatten(0, 1)).view(n, b, -1)
                 losses = soft_label_loss(logits, targets, recipe.temperature)
             elif any(mix):
@@ -283,7 +283,7 @@ def fit_many(models, images, labels, test, mean, std, recipe, device, progress=N
 
 
 def fit_group(models, images, labels, test, mean, std, recipe, device, progress=None, start=None, on_epoch=None):
-    """Train a group from `groups_of`: one network with train.fit (the reference), several with fit_many.
+    """Train a group from `groups_of`: one network with training.recipe.fit (the reference), several with fit_many.
     Either way a list of fit's results, and `progress(epoch, losses, accs)` gets lists, one entry per network."""
     if len(models) > 1:
         return fit_many(models, images, labels, test, mean, std, recipe, device, progress, start, on_epoch)
@@ -293,7 +293,7 @@ def fit_group(models, images, labels, test, mean, std, recipe, device, progress=
 
 
 def test_accuracies(models, split, mean, std, device, precision="fp32"):
-    """Each network's test accuracy: train.test_accuracy for one, test_accuracy_many for several."""
+    """Each network's test accuracy: training.recipe.test_accuracy for one, test_accuracy_many for several."""
     if len(models) > 1:
         return test_accuracy_many(models, split, mean, std, device, precision=precision)
     return [test_accuracy(models[0], split, mean, std, device, precision=precision)]
