@@ -25,9 +25,16 @@ PROTOCOL = ("net_type", "depth", "width", "norm_type", "eval_epochs", "lr", "mom
             "batch_size", "mixup", "beta", "mix_p", "dsa_strategy", "eval_aug", "eval_interval", "precision")
 LOCATION = ("data_dir",)                            # where the same data lives; a flag wins
 
-# Settings that change neither a condensed set nor the score that picks data_best.pt: where a run runs, where its
-# inputs live, what it writes on the way, and its periodic evaluations' schedule and size (they run under their own
-# random streams). A description leaves them out of its run's method; --resume lets them change.
+# Settings that change neither a condensed set nor the score that picks data_best.pt. A description leaves them out
+# of its run's method, and --resume lets them change:
+# - where a run runs and what it writes on the way: device (bit-identity then holds only on the same kind of
+#   device), ckpt_every, print_config; resume names the run folder and save_dir becomes it (runs may move);
+# - where the same inputs live: data_dir, pretrain_dir, download (a restarted job may land on a node with other
+#   mounts; the dataset's name and the experts' network are still checked, their files are vouched for);
+# - the periodic evaluations' schedule and size: eval_every, eval_interval, eval_runs (they run under their own
+#   random streams; more runs estimate the same score with less noise).
+# Everything else changes the set or the score data_best.pt is chosen by (eval_epochs, the evaluation recipe,
+# select_by, val_split).
 RESULT_NEUTRAL = frozenset({"save_dir", "resume", "device", "ckpt_every", "print_config", "data_dir", "pretrain_dir",
                             "download", "eval_every", "eval_interval", "eval_runs"})
 # Recorded apart from the method: the seed (the run's own field) and --reproduce (its values are the other settings).
