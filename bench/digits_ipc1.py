@@ -61,7 +61,7 @@ def condense(common, key, lr, q, folder):
     if not missing:
         return paths
 
-    def keep(k, synset, bank):
+    def keep(k, synset, encoders):
         if k in paths:
             synset.save(paths[k])
 

@@ -45,7 +45,7 @@ def condense_tracking(argv, expert, info, every):
     """Run DANCE.py with argv; record the expert's accuracy on the set every `every` iterations."""
     curve = []
 
-    def track(k, synset, bank):
+    def track(k, synset, encoders):
         if (k - 1) % every == 0 or k == args.niter:
             curve.append((k, expert_accuracy(expert, synset, info)))
 

@@ -31,7 +31,7 @@ def test_at_most_one_host_read_per_iteration(experts, monkeypatch, update, premo
     monkeypatch.setattr(bookkeeping, "LOG_EVERY", 1000)  # log steps: the first and the last iteration only
     prof = profile(activities=[ProfilerActivity.CPU])
 
-    def hook(k, synset, bank):
+    def hook(k, synset, encoders):
         if k == FIRST:
             prof.start()
         elif k == LAST:

@@ -58,7 +58,7 @@ def dying_write(path, write_fn):
     real_write(path, half)
 
 
-def hook(k, synset, bank):
+def hook(k, synset, encoders):
     if mode == "iteration" and k == at:
         os.kill(os.getpid(), getattr(signal, target))
 
@@ -166,7 +166,7 @@ def test_sigint_in_process_then_resume_and_extend_niter(setup, tmp_path):
     run = tmp_path / "run"
     previous = signal.getsignal(signal.SIGINT)
 
-    def interrupt(k, synset, bank):
+    def interrupt(k, synset, encoders):
         if k == 5:
             os.kill(os.getpid(), signal.SIGINT)
 
