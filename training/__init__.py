@@ -1,0 +1,1 @@
+"""Training networks: the one recipe, many networks at once, fresh networks trained on a set, torchrun."""
