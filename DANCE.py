@@ -109,7 +109,8 @@ def condense(args, world, device, on_iteration=None):
             with torch.no_grad():
                 synset.data.clamp_(0, 1)
             inner = align(synset, sampler, encoder, aug, optimizer, settings, draws)  # inner-class view
-            inter = 0.0 if expert is None else calibrate(synset, expert, aug, optimizer, settings, draws)  # inter
+            # inter-class view: calibration with the trained expert
+            inter = 0.0 if expert is None else calibrate(synset, expert, aug, optimizer, settings, draws)
             if on_iteration is not None:
                 on_iteration(k, synset, encoders)
             books.after_iteration(k, inner, inter, calibrated=expert is not None)
