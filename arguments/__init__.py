@@ -16,6 +16,7 @@ import time
 from arguments.checks import NET_TYPES, NORM_TYPES, check_explicit, check_outputs, check_settings
 from arguments.sets import described_settings
 from arguments.values import dataset_tag, default_pretrain_dir, ipc_epochs
+from condense.losses import ALIGNMENTS, DEFAULT_SCALES
 from condense.run_folder import RESUMABLE
 from data.datasets import DATASETS, peek_dataset
 from data.set_files import changed_settings
@@ -130,6 +131,7 @@ def _condense(p):
     g.add_argument("--mom_img", type=float, default=0.5, help="momentum of the synthetic pixels' SGD")
     g.add_argument("--lam_min", type=float, default=0.0, help="middle encoder: lam ~ U(lam_min, lam_max)")
     g.add_argument("--lam_max", type=float, default=1.0, help="lam=0 is the trained expert, 1 its init")
+    _alignment(p)
     g.add_argument("--update", choices=("per_class", "joint"), default="per_class",
                    help="per_class: one step per class per view (reference); joint: one step per view")
     g.add_argument("--class_chunk", type=int, default=None,
@@ -149,6 +151,26 @@ def _condense(p):
     g.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its state.pt, with its settings (args.json); only "
                         "flags that cannot change the synthetic set may be given with it")
+
+
+def _alignment(p):
+    """The inner-class discrepancy and its settings (condense/losses.py)."""
+    g = p.add_argument_group("inner-class alignment")
+    g.add_argument("--align", choices=tuple(ALIGNMENTS), default="mean",
+                   help="discrepancy of each class's real and synthetic features in the encoder: mean (DANCE, DM), "
+                        "mmd (M3D: Gaussian-kernel MMD), cf (NCFM: characteristic functions), moments (mean + "
+                        "covariance, DSDM-style)")
+    g.add_argument("--align_scale", type=float, default=None,
+                   help="multiplies the alignment loss; default: the value that gives its first steps the pixel "
+                        "gradient norm of mean's (mean 1, mmd 2, cf 20, moments 1; README)")
+    g.add_argument("--mmd_bandwidths", type=float, nargs="+", default=[0.5, 1.0, 2.0], metavar="W",
+                   help="mmd: Gaussian kernels exp(-d^2 / (W h)) summed over W, h the median pairwise squared distance")
+    g.add_argument("--cf_alpha", type=float, default=0.5, help="cf: weight of the amplitude difference (NCFM: 0.5)")
+    g.add_argument("--cf_beta", type=float, default=0.5, help="cf: weight of the phase difference (NCFM: 0.5)")
+    g.add_argument("--cf_frequencies", type=int, default=4096,
+                   help="cf: frequencies t ~ N(0, I) drawn per class and iteration (NCFM: 4096)")
+    g.add_argument("--moments_weights", type=float, nargs=2, default=[1.0, 1.0], metavar=("MEAN", "COV"),
+                   help="moments: weights of the mean gap and of the covariance gap (divided by the feature size)")
 
 
 def _evaluate(p):
@@ -185,6 +207,8 @@ def _evaluate(p):
                         "compute_metrics takes, into DIR/<set>/, and exit (no training)")
 
 
+ALIGNMENT_FLAGS = {"mmd_bandwidths": "mmd", "cf_alpha": "cf", "cf_beta": "cf", "cf_frequencies": "cf",
+                   "moments_weights": "moments"}  # each alignment's own settings
 SCRIPT_FLAGS = {"pretrain": _pretrain, "condense": _condense, "evaluate": _evaluate}
 
 
@@ -241,6 +265,8 @@ def _resolve(script, a, explicit):
             a.select_by = "val" if a.val_split else "test"
         if a.class_chunk is None:  # a CPU is memory-bound: one class at a time costs nothing there
             a.class_chunk = 1 if select_device(a.device).type == "cpu" else 0
+        if a.align_scale is None:
+            a.align_scale = DEFAULT_SCALES[a.align]
         if a.init is None:
             # the reference forces mix whenever factor > 1; an explicit --init wins here
             a.init = "mix" if a.factor > 1 else "random"
@@ -269,6 +295,8 @@ def _resumed(parser, explicit):
     settings = {**defaults, **saved}
     if settings["class_chunk"] is None:  # a run from before --class_chunk fed all classes at once
         settings["class_chunk"] = 0
+    if settings["align_scale"] is None:  # a run from before --align aligned means, unscaled
+        settings["align_scale"] = DEFAULT_SCALES[settings["align"]]
     changed = changed_settings(settings, {**settings, **explicit}, RESUMABLE)
     if changed:
         raise UserError(f"--resume: settings differ from the run's: {', '.join(changed)}; drop them or start a "
@@ -314,6 +342,7 @@ def config_view(script, a):
         drop |= {"decode_type"} if a.factor == 1 else set()
         drop |= {"eval_runs", "select_by"} if not a.eval_every else set()
         drop |= {"lam_min", "lam_max", "iter_calib"} if not a.num_premodel else set()
+        drop |= {k for k, align in ALIGNMENT_FLAGS.items() if align != a.align}
     if script == "evaluate":
         drop |= {k for k in ("summarize", "baseline", "data", "eval_nets", "plot", "export") if getattr(a, k) is None}
         drop |= {"temperature"} if a.labels == "hard" else set()

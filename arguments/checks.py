@@ -37,6 +37,8 @@ def _positive_ints(script, a):
     if a.parallel < 0:
         raise UserError(f"--parallel must be at least 0 (got {a.parallel}; 0 trains all networks at once)")
     if script == "condense":
+        if a.cf_frequencies < 1:
+            raise UserError(f"--cf_frequencies must be at least 1 (got {a.cf_frequencies})")
         for key in ("niter", "num_premodel", "iter_calib", "eval_every", "ckpt_every", "class_chunk"):
             if getattr(a, key) < 0:
                 raise UserError(f"--{key} must be at least 0 (got {getattr(a, key)})")
@@ -74,8 +76,28 @@ def _float_ranges(script, a):
     for key, ok, rule in ranges:
         if not ok:
             raise UserError(f"--{key} must {rule} (got {getattr(a, key)})")
+    if script == "condense":
+        _alignment_values(a)
     if script == "condense" and not 0 <= a.lam_min <= a.lam_max <= 1:
         raise UserError(f"need 0 <= --lam_min <= --lam_max <= 1 (got {a.lam_min}, {a.lam_max})")
+
+
+def _alignment_values(a):
+    """The alignment's settings are finite and where its formula is defined."""
+    for key in ("align_scale", "cf_alpha", "cf_beta"):
+        _finite(key, getattr(a, key))
+    for key, values in (("mmd_bandwidths", a.mmd_bandwidths), ("moments_weights", a.moments_weights)):
+        for value in values:
+            _finite(key, value)
+    if a.align_scale <= 0:
+        raise UserError(f"--align_scale must be positive (got {a.align_scale})")
+    if min(a.mmd_bandwidths) <= 0:
+        raise UserError(f"--mmd_bandwidths must all be positive (got {a.mmd_bandwidths}): multiples of the median "
+                        f"squared distance")
+    if min(a.cf_alpha, a.cf_beta) < 0 or a.cf_alpha + a.cf_beta == 0:
+        raise UserError(f"--cf_alpha and --cf_beta must be at least 0 and not both 0 (got {a.cf_alpha}, {a.cf_beta})")
+    if min(a.moments_weights) < 0 or sum(a.moments_weights) == 0:
+        raise UserError(f"--moments_weights must be at least 0 and not both 0 (got {a.moments_weights})")
 
 
 def effective_size(a):

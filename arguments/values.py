@@ -2,12 +2,13 @@
 update settings, and the names and commands derived from them. Only the scripts call these; below them no function
 sees the parsed flags.
 """
+import functools
 import os
 import shlex
 
 from arguments.checks import check_data_fit
 from condense.expert_folder import read_manifest
-from condense.losses import ALIGNMENTS
+from condense.losses import ALIGNMENTS, scaled
 from condense.updates import UpdateSettings
 from data.datasets import DATASETS, holdout, load_dataset
 from data.set_files import PROTOCOL
@@ -111,7 +112,16 @@ def expert_recipe(args):
                   precision=args.precision, compile=args.compile)
 
 
+def alignment(args):
+    """The inner-class discrepancy the flags pick, with its settings bound and scaled by --align_scale."""
+    own = {"mmd": dict(bandwidths=tuple(args.mmd_bandwidths)),
+           "cf": dict(alpha=args.cf_alpha, beta=args.cf_beta, frequencies=args.cf_frequencies),
+           "moments": dict(mean_weight=args.moments_weights[0], cov_weight=args.moments_weights[1])}.get(args.align, {})
+    align = functools.partial(ALIGNMENTS[args.align], **own) if own else ALIGNMENTS[args.align]
+    return scaled(align, args.align_scale)
+
+
 def update_settings(args):
     """What the condensation steps take from the flags."""
     return UpdateSettings(batch_syn_max=args.batch_syn_max, iter_calib=args.iter_calib, class_chunk=args.class_chunk,
-                          precision=args.precision, align=ALIGNMENTS["mean"])
+                          precision=args.precision, align=alignment(args))

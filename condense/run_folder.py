@@ -43,7 +43,8 @@ def load_state(folder, settings):
         raise UserError(f"--resume: {path} was written by an earlier DANCE.py, whose random streams differ, so it "
                         f"cannot continue exactly; finish it with the version that started it (git revision in "
                         f"{folder}/log.txt) or start a new run")
-    changed, done = changed_settings(state["args"], settings, RESUMABLE), state["next_iter"]
+    # a setting the run's code did not have yet is taken at the value it resolves to now (its default)
+    changed, done = changed_settings({**settings, **state["args"]}, settings, RESUMABLE), state["next_iter"]
     if changed:
         raise UserError(f"--resume: {path} was written with other settings ({', '.join(changed)}); restore "
                         f"{folder}/args.json or start a new run")

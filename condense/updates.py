@@ -85,7 +85,8 @@ def align_per_class(synset, sampler, encoder, aug, optimizer, settings, draws=No
         z = aug(x, groups=x.new_full((len(x),), synset.first_class + c, dtype=torch.long))  # one siamese draw
         with torch.no_grad():
             feat_real = features(encoder, z[:len(real)], settings.precision)
-        inner += step(optimizer, settings.align(feat_real, features(encoder, z[len(real):], settings.precision)))
+        feat_syn = features(encoder, z[len(real):], settings.precision)
+        inner += step(optimizer, settings.align(feat_real, feat_syn, classes=(synset.first_class + c,), draws=draws))
     return inner
 
 
@@ -124,7 +125,8 @@ def align_joint(synset, sampler, encoder, aug, optimizer, settings, draws=None):
         with torch.no_grad():
             feat_real = features(encoder, z_real[i], settings.precision)
         return settings.align(feat_real, features(encoder, part, settings.precision), groups_real[i] - a,
-                              groups_syn[a * m:b * m] - a, b - a)
+                              groups_syn[a * m:b * m] - a, b - a, counts=(sampler.sizes[a:b], [m] * (b - a)),
+                              classes=range(synset.first_class + a, synset.first_class + b), draws=draws)
 
     return step_in_chunks(optimizer, z[len(real):], [(b - a) * m for a, b in chunks], loss)
 

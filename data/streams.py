@@ -9,7 +9,7 @@ process draws the same table whatever classes it owns.
 import torch
 
 MASK64 = (1 << 64) - 1
-PURPOSES = {"encoder": 1, "real": 2, "call": 3, "noise": 4, "network": 5}
+PURPOSES = {"encoder": 1, "real": 2, "call": 3, "noise": 4, "network": 5, "frequencies": 6, "sampler": 7}
 
 
 def _splitmix64(x):
@@ -72,6 +72,12 @@ class IterationDraws:
         """Uniform [0, 1) values (nclass, columns) of `call` (the same table on every process)."""
         g = self.generators("call", self.iteration, call)
         return torch.rand(self.nclass, columns, generator=g, device=self.device)
+
+    def normal(self, rows, columns, purpose, *numbers):
+        """Standard normal values (rows, columns) keyed by (purpose, this iteration, numbers), e.g. a class's
+        frequencies: the same on every process."""
+        g = self.generators(purpose, self.iteration, *numbers)
+        return torch.randn(rows, columns, generator=g, device=self.device)
 
     def choice(self, n, call):
         """An integer in [0, n) of `call`, drawn on the host."""

@@ -5,7 +5,7 @@ import io
 import os
 import statistics
 
-from reports.records import read_lines
+from reports.records import condensation_method, read_lines
 from utils import UserError, atomic_write_bytes
 
 RUN_PLOT = "curves.png"
@@ -88,7 +88,7 @@ def method_label(entry):
     elif name == "score:random":
         label = "random (real, redrawn per run)"
     elif "method" in entry:
-        label = "DM" if entry["method"].get("num_premodel") == 0 else "DANCE"
+        label = condensation_method(entry)
     else:
         label = "condensed"
     if entry.get("factor", 1) > 1 and not name.startswith("score:"):

@@ -74,14 +74,25 @@ def summary(result):
             f"[reference-style best over test checks: {result['best_mean']:.2f}]")
 
 
+def condensation_method(entry):
+    """How a described set was condensed: DANCE or DM (no experts), with its alignment when not the mean; None for a
+    set without a description or a real-image baseline."""
+    method = entry.get("method")
+    if method is None:
+        return None
+    name = "DM" if method.get("num_premodel") == 0 else "DANCE"
+    align = method.get("align", "mean")  # sets from before --align matched means
+    return name if align == "mean" else f"{name} ({align})"
+
+
 def summary_table(entries):
     """Markdown table of evaluation records."""
-    lines = ["| set | dataset | ipc | factor | network | runs | final acc | best check (reference) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | method | dataset | ipc | factor | network | runs | final acc | best check (reference) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         network = e["network"] + (" (soft labels)" if e.get("labels") == "soft" else "")
-        lines.append(f"| {e['set']} | {e['dataset']} | {e['ipc']} | {e['factor']} | {network} | "
-                     f"{len(e['final'])} | {e['mean']:.2f} +- {e['std']:.2f} | {e['best_mean']:.2f} |")
+        lines.append(f"| {e['set']} | {condensation_method(e) or '-'} | {e['dataset']} | {e['ipc']} | {e['factor']} | "
+                     f"{network} | {len(e['final'])} | {e['mean']:.2f} +- {e['std']:.2f} | {e['best_mean']:.2f} |")
     return "\n".join(lines)
 
 
@@ -104,14 +115,15 @@ def seed_table(entries):
     rows = [g for g in groups.values() if len(g) > 1]
     if not rows:
         return ""
-    lines = ["| sets (first) | dataset | ipc | factor | network | condensation seeds | mean of set means |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| sets (first) | method | dataset | ipc | factor | network | condensation seeds | mean of set means |",
+             "|---|---|---|---|---|---|---|---|"]
     for group in rows:
         seeds = sorted(group)
         means = [group[s]["mean"] for s in seeds]
         e = group[seeds[0]]
-        lines.append(f"| {e['set']} | {e['dataset']} | {e['ipc']} | {e['factor']} | {e['network']} | "
-                     f"{', '.join(map(str, seeds))} | {statistics.mean(means):.2f} +- {statistics.pstdev(means):.2f} |")
+        lines.append(f"| {e['set']} | {condensation_method(e)} | {e['dataset']} | {e['ipc']} | {e['factor']} | "
+                     f"{e['network']} | {', '.join(map(str, seeds))} | {statistics.mean(means):.2f} +- "
+                     f"{statistics.pstdev(means):.2f} |")
     return "\n".join(lines)
 
 

@@ -64,6 +64,13 @@ def test_bound_caps_the_epoch_table():
     (["--factor", "0"], "--factor must be at least 1"),
     (["--lam_min", "0.8", "--lam_max", "0.2"], "lam_min"),
     (["--niter", "-1"], "--niter must be at least 0"),
+    (["--align", "cf", "--align_scale", "0"], "--align_scale must be positive"),
+    (["--align", "mmd", "--mmd_bandwidths", "1", "0"], "--mmd_bandwidths must all be positive"),
+    (["--align", "cf", "--cf_alpha", "0", "--cf_beta", "0"], "not both 0"),
+    (["--align", "cf", "--cf_frequencies", "0"], "--cf_frequencies must be at least 1"),
+    (["--align", "moments", "--moments_weights", "0", "0"], "--moments_weights must be at least 0 and not both 0"),
+    (["--align", "moments", "--moments_weights", "1", "nan"], "--moments_weights must be a finite number"),
+    (["--align", "kl"], "invalid choice: 'kl'"),
 ])
 def test_bad_values_are_user_errors(argv, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
@@ -101,6 +108,13 @@ def test_print_config_shows_what_folder_detected_and_drops_flags_that_do_not_app
     parse("condense", ["-d", "digits", "--print_config"])
     digits = json.loads(capsys.readouterr().out)
     assert "data_dir" not in digits and "size" not in digits and "detected" not in digits
+
+
+def test_each_alignment_resolves_its_default_scale_and_a_flag_wins():
+    assert [parse("condense", ["--align", name]).align_scale for name in ("mean", "mmd", "cf", "moments")] == \
+        [1.0, 2.0, 20.0, 1.0]
+    assert parse("condense", ["--align", "cf", "--align_scale", "300"]).align_scale == 300.0
+    assert parse("condense", ["-d", "cifar10", "--reproduce"]).align == "mean"  # the paper's setting
 
 
 def test_val_split_is_opt_in_and_chooses_the_selection():

@@ -200,16 +200,17 @@ def test_both_schedules_align_with_the_loss_they_are_given(schedule):
     sampler, synset, optimizer, _ = _two_class_setup()
     calls = []
 
-    def spy(feat_real, feat_syn, groups_real=None, groups_syn=None, nclass=1):
-        calls.append((len(feat_real), len(feat_syn), None if groups_real is None else groups_real.tolist(), nclass))
+    def spy(feat_real, feat_syn, groups_real=None, groups_syn=None, nclass=1, counts=None, classes=(0,), **kw):
+        calls.append((len(feat_real), len(feat_syn), None if groups_real is None else groups_real.tolist(), nclass,
+                      counts, list(classes)))
         return inner_class_loss(feat_real, feat_syn, groups_real, groups_syn, nclass)
 
     settings = UpdateSettings(batch_syn_max=0, iter_calib=0, class_chunk=0, align=spy)
     update(schedule, synset, sampler, PixelNet(), None, lambda x, groups=None: x, optimizer, settings)
     if schedule == "per_class":  # one call per class: its 2 real images and 1 synthetic one
-        assert calls == [(2, 1, None, 1), (2, 1, None, 1)]
-    else:  # one call for both classes, with their ids
-        assert calls == [(4, 2, [0, 0, 1, 1], 2)]
+        assert calls == [(2, 1, None, 1, None, [0]), (2, 1, None, 1, None, [1])]
+    else:  # one call for both classes, with their ids and sizes
+        assert calls == [(4, 2, [0, 0, 1, 1], 2, ([2, 2], [1, 1]), [0, 1])]
     # the same step as the built-in mean alignment (tests above): class 0 moved down, class 1 up
     assert synset.data[0].max() < 0.5 < synset.data[1].min()
 

@@ -93,13 +93,15 @@ def same_sets(a, b, names):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("nclass, chunk", [(3, 1), (4, 2)])
-def test_joint_condensation_on_two_ranks_equals_one_process(tmp_path, nclass, chunk):
-    """3 classes: shares of 2 and 1 (uneven); 4 classes in chunks of 2: one chunk per rank."""
+@pytest.mark.parametrize("nclass, chunk, align", [(3, 1, "mean"), (4, 2, "mean"), (3, 1, "cf")])
+def test_joint_condensation_on_two_ranks_equals_one_process(tmp_path, nclass, chunk, align):
+    """3 classes: shares of 2 and 1 (uneven); 4 classes in chunks of 2: one chunk per rank; cf: its frequencies,
+    keyed by class and iteration, are the same on either rank."""
     data_dir = write_folder(str(tmp_path / "data"), nclass=nclass)
     common = (tmp_path, ["-d", "folder", "--size", "16", "--data_dir", data_dir, "--width", "0.0625", "--device",
                          "cpu", "--parallel", "1"])
-    argv = condense_flags(common, tmp_path / "experts", chunk) + ["--niter", "6", "--eval_every", "3"]
+    argv = condense_flags(common, tmp_path / "experts", chunk) + ["--niter", "6", "--eval_every", "3", "--align", align,
+                                                                  "--cf_frequencies", "64"]
     launch("DANCE.py", argv + ["--save_dir", str(tmp_path / "one")], 1)
     out = launch("DANCE.py", argv + ["--save_dir", str(tmp_path / "two")], 2)
     same_sets(tmp_path / "one", tmp_path / "two", ["data_0.pt", "data_3.pt", "data_6.pt", "data_best.pt"])

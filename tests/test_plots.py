@@ -56,5 +56,6 @@ def test_method_labels():
     assert method_label(entry("x.pt", 1, [1.0], "k", {"num_premodel": 0}, factor=2, labels="soft")) == \
         "DM f2, soft labels, convnet-3"
     assert method_label(entry("x.pt", 1, [1.0], "k", {"num_premodel": 5})) == "DANCE, convnet-3"
+    assert method_label(entry("x.pt", 1, [1.0], "k", {"num_premodel": 5, "align": "cf"})) == "DANCE (cf), convnet-3"
     assert method_label(entry("baseline:random", 1, [1.0], "k")) == "random (real), convnet-3"
     assert method_label(entry("x.pt", 1, [1.0], "k")) == "condensed, convnet-3"

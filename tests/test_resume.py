@@ -3,6 +3,7 @@ truncated checkpoints, failed writes and NaN. A resumed run must end bit for bit
 one with the same seed ends (CPU)."""
 import errno
 import glob
+import json
 import os
 import shutil
 import signal
@@ -176,6 +177,38 @@ def test_sigint_in_process_then_resume_and_extend_niter(setup, tmp_path):
     assert state_iter(run) == 5
     resume(run, "--niter", "8")  # a shorter run first, finished; then extended to the reference's length
     assert torch.load(run / "state.pt", weights_only=True)["done"]
+    assert torch.equal(resume(run, "--niter", str(NITER)), setup["reference"])
+
+
+def test_a_stopped_cf_run_resumes_bit_identically(setup, tmp_path):
+    """cf's frequencies are keyed by class and iteration, so a resumed run draws what the whole run draws."""
+    cond = setup["cond"] + ["--align", "cf", "--cf_frequencies", "64", "--niter", "8"]
+    whole = DANCE.main(parse("condense", cond + ["--save_dir", str(tmp_path / "whole")])).data.detach().clone()
+
+    def interrupt(k, synset, encoders):
+        if k == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(RunStopped):
+        DANCE.main(parse("condense", cond + ["--save_dir", str(tmp_path / "run")]), on_iteration=interrupt)
+    assert torch.equal(resume(tmp_path / "run"), whole)
+
+
+ALIGNMENT_KEYS = ("align", "align_scale", "mmd_bandwidths", "cf_alpha", "cf_beta", "cf_frequencies",
+                  "moments_weights")
+
+
+def test_a_run_from_before_align_resumes_at_its_defaults_and_refuses_another_alignment(setup, tmp_path):
+    """args.json and state.pt without the alignment's settings (code of 2026-12-03) continue as mean, exactly."""
+    run = tmp_path / "run"
+    DANCE.main(parse("condense", setup["cond"] + ["--save_dir", str(run), "--niter", "6"]))
+    settings = json.loads((run / "args.json").read_text())
+    (run / "args.json").write_text(json.dumps({k: v for k, v in settings.items() if k not in ALIGNMENT_KEYS}))
+    state = torch.load(run / "state.pt", weights_only=True)
+    state["args"] = {k: v for k, v in state["args"].items() if k not in ALIGNMENT_KEYS}
+    torch.save(state, run / "state.pt")
+    with pytest.raises(UserError, match="settings differ from the run's: align mean -> cf"):
+        parse("condense", ["--resume", str(run), "--align", "cf"])
     assert torch.equal(resume(run, "--niter", str(NITER)), setup["reference"])
 
 

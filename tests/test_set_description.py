@@ -141,3 +141,16 @@ def test_summarize_groups_condensation_seeds_and_names_a_bad_line(tmp_path):
     path.write_text(json.dumps(lines[0]) + "\n" + json.dumps({"key": "abc", "run": 0}) + "\n")
     with pytest.raises(UserError, match="line 2 of .* is not an evaluation record"):
         summarize(str(path))
+
+
+def test_summarize_groups_and_names_sets_by_their_alignment(tmp_path):
+    path = tmp_path / "evaluations.jsonl"
+    cf, mean = {"num_premodel": 5, "align": "cf"}, {"num_premodel": 5, "align": "mean"}
+    lines = [record(0, 50.0, cf), record(1, 54.0, cf), record(0, 40.0, mean), record(1, 42.0, mean),
+             record(2, 30.0, {"num_premodel": 0, "align": "mmd"})]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    table = summarize(str(path))
+    seeds = table.split("Across condensation seeds")[1]
+    assert "| DANCE (cf) |" in seeds and "| 0, 1 | 52.00 +- 2.00 |" in seeds
+    assert "| DANCE |" in seeds and "| 0, 1 | 41.00 +- 1.00 |" in seeds  # the mean alignment: DANCE itself
+    assert "| DM (mmd) |" in table.split("Across condensation seeds")[0]
