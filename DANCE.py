@@ -13,8 +13,8 @@ run's folder, log, evaluations and checkpoints in condense/bookkeeping.py.
 import torch
 
 from arguments import parse
-from arguments.values import (dataset_tag, default_pretrain_dir, eval_protocol, holdout_split, load_data, network_of,
-                              pretrain_command, split_off_holdout, update_settings)
+from arguments.values import (dataset_tag, default_pretrain_dir, eval_protocol, holdout_split, learned_frequencies,
+                              load_data, network_of, pretrain_command, split_off_holdout, update_settings)
 from condense.bookkeeping import Bookkeeping, PeriodicEvaluation, Schedule
 from condense.encoders import ExpertBank, RandomEncoders
 from condense.run_folder import Run
@@ -91,12 +91,13 @@ def condense(args, world, device, on_iteration=None):
     synset = SyntheticSet(end - first, args.ipc, info.channels, info.size, args.factor, args.decode_type, device,
                           first_class=first, seed=args.seed)
     optimizer = torch.optim.SGD([synset.data], lr=args.lr_img, momentum=args.mom_img)
+    adversary = learned_frequencies(args, network, device, world)  # NCFM's sampling network, with --cf_sampling_net
     books = bookkeeping(args, world, device, info, network, val, test)
-    if not books.start(synset, optimizer, sampler, args.init):
+    if not books.start(synset, optimizer, sampler, args.init, {"frequency_network": adversary} if adversary else None):
         return synset
     dsa, draws = DiffAug(args.aug_type, batch=True), IterationDraws(args.seed, info.nclass, device)
     align, calibrate = SCHEDULES[args.update]
-    settings = update_settings(args)
+    settings = update_settings(args, adversary)
 
     def aug(x, groups):
         """Normalise, then DSA with one siamese draw per class for the real and synthetic images together."""

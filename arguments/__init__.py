@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from arguments.checks import NET_TYPES, NORM_TYPES, check_explicit, check_outputs, check_settings
+from arguments.checks import ALIGNMENT_FLAGS, NET_TYPES, NORM_TYPES, check_explicit, check_outputs, check_settings
 from arguments.sets import described_settings
 from arguments.values import dataset_tag, default_pretrain_dir, ipc_epochs
 from condense.losses import ALIGNMENTS, DEFAULT_SCALES
@@ -169,6 +169,11 @@ def _alignment(p):
     g.add_argument("--cf_beta", type=float, default=0.5, help="cf: weight of the phase difference (NCFM: 0.5)")
     g.add_argument("--cf_frequencies", type=int, default=4096,
                    help="cf: frequencies t ~ N(0, I) drawn per class and iteration (NCFM: 4096)")
+    g.add_argument("--cf_sampling_net", action="store_true",
+                   help="cf: frequencies from NCFM's sampling network, trained to maximise the discrepancy (min-max) "
+                        "instead of drawn from N(0, I); under torchrun with --update joint")
+    g.add_argument("--cf_sampling_lr", type=float, default=1e-3,
+                   help="cf: learning rate of the sampling network's SGD (NCFM: 1e-3; momentum --mom_img)")
     g.add_argument("--moments_weights", type=float, nargs=2, default=[1.0, 1.0], metavar=("MEAN", "COV"),
                    help="moments: weights of the mean gap and of the covariance gap (divided by the feature size)")
 
@@ -207,8 +212,6 @@ def _evaluate(p):
                         "compute_metrics takes, into DIR/<set>/, and exit (no training)")
 
 
-ALIGNMENT_FLAGS = {"mmd_bandwidths": "mmd", "cf_alpha": "cf", "cf_beta": "cf", "cf_frequencies": "cf",
-                   "moments_weights": "moments"}  # each alignment's own settings
 SCRIPT_FLAGS = {"pretrain": _pretrain, "condense": _condense, "evaluate": _evaluate}
 
 

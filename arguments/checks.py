@@ -7,10 +7,14 @@ from data.augment import DiffAug
 from data.datasets import DATASETS
 from reports.export import check_export_dir
 from reports.records import check_results_file, runs_path
+from training.distributed import launched
 from utils import UserError, check_device_name, check_output_dir, check_output_file, select_device
 
 NET_TYPES = ("convnet", "resnet_ap", "resnet", "densenet")
 NORM_TYPES = ("instance", "batch", "layer", "group", "none", "sn")
+# each alignment's own settings (flag -> the --align it belongs to)
+ALIGNMENT_FLAGS = {"mmd_bandwidths": "mmd", "cf_alpha": "cf", "cf_beta": "cf", "cf_frequencies": "cf",
+                   "cf_sampling_net": "cf", "cf_sampling_lr": "cf", "moments_weights": "moments"}
 MAX_SEED = 2**32 - 1  # numpy's generator takes 32 bits; experts and runs derive seed * 1000 + i from it
 MIN_SIZE = 8          # three 2x poolings (ConvNet-3, ResNetAP stems, DenseNet) need at least 8 pixels
 MAX_SIZE = 1024       # beyond this an image-folder dataset does not fit memory; resize the files first
@@ -84,7 +88,7 @@ def _float_ranges(script, a):
 
 def _alignment_values(a):
     """The alignment's settings are finite and where its formula is defined."""
-    for key in ("align_scale", "cf_alpha", "cf_beta"):
+    for key in ("align_scale", "cf_alpha", "cf_beta", "cf_sampling_lr"):
         _finite(key, getattr(a, key))
     for key, values in (("mmd_bandwidths", a.mmd_bandwidths), ("moments_weights", a.moments_weights)):
         for value in values:
@@ -96,6 +100,11 @@ def _alignment_values(a):
                         f"squared distance")
     if min(a.cf_alpha, a.cf_beta) < 0 or a.cf_alpha + a.cf_beta == 0:
         raise UserError(f"--cf_alpha and --cf_beta must be at least 0 and not both 0 (got {a.cf_alpha}, {a.cf_beta})")
+    if a.cf_sampling_lr <= 0:
+        raise UserError(f"--cf_sampling_lr must be positive (got {a.cf_sampling_lr})")
+    if a.cf_sampling_net and a.update == "per_class" and launched():
+        raise UserError("--cf_sampling_net under torchrun needs --update joint (one step per view on every rank, so "
+                        "every rank's sampling network takes the same steps)")
     if min(a.moments_weights) < 0 or sum(a.moments_weights) == 0:
         raise UserError(f"--moments_weights must be at least 0 and not both 0 (got {a.moments_weights})")
 
@@ -186,6 +195,10 @@ def check_explicit(script, a, explicit):
     for key in ("nclass", "phase"):
         if key in explicit and a.dataset != "imagenet":
             raise UserError(f"--{key} applies only to -d imagenet (its class slice); drop it")
+    for key, align in ALIGNMENT_FLAGS.items():
+        if script == "condense" and key in explicit and a.align != align:
+            raise UserError(f"--{key} is a setting of --align {align}, and this run aligns with {a.align}; add "
+                            f"--align {align} or drop it")
     if script == "evaluate" and "ipc" in explicit and not a.baseline:
         raise UserError("--ipc applies to --baseline only: a condensed set's ipc is read from the set; drop it")
     if script == "evaluate":

@@ -8,11 +8,12 @@ import shlex
 
 from arguments.checks import check_data_fit
 from condense.expert_folder import read_manifest
+from condense.frequency_network import LearnedFrequencies
 from condense.losses import ALIGNMENTS, scaled
 from condense.updates import UpdateSettings
 from data.datasets import DATASETS, holdout, load_dataset
 from data.set_files import PROTOCOL
-from models import network_config
+from models import network_config, network_probe
 from training.recipe import Recipe
 
 
@@ -112,16 +113,25 @@ def expert_recipe(args):
                   precision=args.precision, compile=args.compile)
 
 
-def alignment(args):
-    """The inner-class discrepancy the flags pick, with its settings bound and scaled by --align_scale."""
+def alignment(args, sampler=None):
+    """The inner-class discrepancy the flags pick, with its settings bound and scaled by --align_scale; `sampler`:
+    cf's learned frequencies (--cf_sampling_net)."""
     own = {"mmd": dict(bandwidths=tuple(args.mmd_bandwidths)),
-           "cf": dict(alpha=args.cf_alpha, beta=args.cf_beta, frequencies=args.cf_frequencies),
+           "cf": dict(alpha=args.cf_alpha, beta=args.cf_beta, frequencies=args.cf_frequencies, sampler=sampler),
            "moments": dict(mean_weight=args.moments_weights[0], cov_weight=args.moments_weights[1])}.get(args.align, {})
     align = functools.partial(ALIGNMENTS[args.align], **own) if own else ALIGNMENTS[args.align]
     return scaled(align, args.align_scale)
 
 
-def update_settings(args):
-    """What the condensation steps take from the flags."""
+def learned_frequencies(args, network, device, world):
+    """NCFM's sampling network and its optimiser for --cf_sampling_net, else None."""
+    if not args.cf_sampling_net:
+        return None
+    return LearnedFrequencies(network_probe(network).feature_dim, args.cf_frequencies, device, args.cf_sampling_lr,
+                              args.mom_img, args.seed, world)
+
+
+def update_settings(args, adversary=None):
+    """What the condensation steps take from the flags; `adversary`: cf's learned frequencies, if any."""
     return UpdateSettings(batch_syn_max=args.batch_syn_max, iter_calib=args.iter_calib, class_chunk=args.class_chunk,
-                          precision=args.precision, align=alignment(args))
+                          precision=args.precision, align=alignment(args, adversary), adversary=adversary)

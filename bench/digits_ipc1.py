@@ -6,10 +6,10 @@ Encoder pool (is it the expert-derived features, or the small pool of 5 fixed ne
     python bench/digits_ipc1.py --seeds 0 1 2 3 --methods dm dance fixed5 fixed20 dance20 --lrs 0.01 \
         --niter 200 --at 200 --runs 5 --table results/bench/digits_ipc1_pool       # about 45 min, 2 cores
 
-bench/digits.py (one evaluation network per seed) found DANCE 1 point below DM at IPC 1. For each seed
+bench/methods.py (one evaluation network per seed) found DANCE 1 point below DM at IPC 1. For each seed
 this trains the experts (as many as the variants read), condenses IPC 1 with every variant and --lr_img
 for --niter iterations, keeping the set after each --at iteration count (no evaluation during the run,
-so the real data is the whole training split as in bench/digits.py), and evaluates every kept set with
+so the real data is the whole training split as in bench/methods.py), and evaluates every kept set with
 --runs networks (arguments/digits.py protocol, final-epoch test accuracy). Cells: mean over seeds of
 each seed's mean accuracy +- the std over seeds; the last rows give the paired difference DANCE - DM
 (same seed, experts and initial images). Finished condensations and evaluation runs are reused by a
@@ -29,10 +29,10 @@ import DANCE  # noqa: E402
 import evaluate  # noqa: E402
 import pretrain  # noqa: E402
 from arguments import parse  # noqa: E402
-from bench.digits import METHODS, fmt  # noqa: E402
+from bench.methods import METHODS, fmt  # noqa: E402
 from utils import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 
-# key -> (row name, DANCE.py flags): bench/digits.py's condensed rows, plus encoder pools for the diagnosis
+# key -> (row name, DANCE.py flags): bench/methods.py's condensed rows, plus encoder pools for the diagnosis
 VARIANTS = {key: row for key, row in METHODS.items() if row[1] is not None}
 VARIANTS.update({
     "fixed5": ("5 fixed random networks (the experts' initial weights), no calibration",

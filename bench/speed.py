@@ -16,6 +16,7 @@ peak allocated memory (GPU), and the host reads per condensation iteration (aten
 torch.profiler trace of one iteration, which on a GPU each wait for the device).
 """
 import argparse
+import functools
 import json
 import os
 import resource
@@ -80,6 +81,7 @@ def child_condense(c):
     try:  # the method's parts in condense/ (since 2026-12-04)
         from condense.encoders import ExpertBank
         from condense.expert_folder import checkpoint_path
+        from condense.losses import ALIGNMENTS
         from condense.updates import SCHEDULES, UpdateSettings
 
         def update_step(update, *a, settings, extra):
@@ -123,7 +125,12 @@ def child_condense(c):
 
     synset = SyntheticSet(c.nclass, c.ipc, 3, c.size, 2, "single", device)
     optimizer = torch.optim.SGD([synset.data], lr=0.1, momentum=0.5)
-    settings = UpdateSettings(batch_syn_max=200, iter_calib=1, precision=c.precision, class_chunk=c.class_chunk)
+    align = {}
+    if getattr(c, "align", "mean") != "mean":  # --aligns: this checkout's other alignments
+        own = {"frequencies": c.cf_frequencies} if c.align == "cf" else {}
+        align = {"align": functools.partial(ALIGNMENTS[c.align], **own)}
+    settings = UpdateSettings(batch_syn_max=200, iter_calib=1, precision=c.precision, class_chunk=c.class_chunk,
+                              **align)
 
     def iteration():
         with torch.no_grad():
@@ -233,7 +240,7 @@ def with_against(configs, q):
     rows = [(c, allocator, ROOT) for c, allocator in configs]
     if q.against:  # an older checkout knows neither the allocator setting nor bf16: its fp32 rows, as it ran
         rows += [(c, "0", q.against) for c, allocator in configs
-                 if allocator == "0" and c["precision"] == "fp32" and not c["compile"]]
+                 if allocator == "0" and c["precision"] == "fp32" and not c["compile"] and c["align"] == "mean"]
     return rows
 
 
@@ -248,9 +255,12 @@ def condense_configs(q):
                                                   ("1", "bf16", False), ("1", "fp32", True), ("1", "bf16", True)):
                 if (compile and not q.compile) or allocator not in q.allocators:
                     continue
-                rows.append(({**shapes, "ipc": ipc, "update": update, "precision": precision, "device": q.device,
-                              "threads": q.threads, "iters": q.iters, "class_chunk": q.class_chunk,
-                              "compile": compile}, allocator))
+                # the other alignments next to mean's first fp32 eager row of this schedule
+                aligns = q.aligns if (precision, compile, allocator) == ("fp32", False, q.allocators[0]) else ["mean"]
+                for align in aligns if "mean" in aligns else ["mean"] + aligns:
+                    rows.append(({**shapes, "ipc": ipc, "update": update, "precision": precision, "device": q.device,
+                                  "threads": q.threads, "iters": q.iters, "class_chunk": q.class_chunk,
+                                  "compile": compile, "align": align, "cf_frequencies": q.cf_frequencies}, allocator))
     return rows
 
 
@@ -293,7 +303,7 @@ def median_rows(configs, kind, repeats):
         for i, (config, allocator, code) in enumerate(configs):
             results[i].append(run_child(kind, config, allocator, code))
             label = {k: v for k, v in config.items()
-                     if k in ("update", "ipc", "precision", "what", "shape", "n", "mode", "compile")}
+                     if k in ("update", "ipc", "precision", "what", "shape", "n", "mode", "compile", "align")}
             print(f"  repeat {r + 1}/{repeats} {kind} {label} allocator={allocator} code={code_name(code)}: "
                   f"{results[i][-1]}", flush=True)
     return [{key: statistics.median(m[key] for m in ms) for key in ms[0]} for ms in results]
@@ -304,12 +314,13 @@ def code_name(code):
 
 
 def condense_table(configs, medians):
-    lines = ["| code | IPC | schedule | DANCE_KEEP_MEMORY | precision | compile | CPU s/iter | wall s/iter | "
-             "peak MiB | host reads/iter |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| code | IPC | schedule | align | DANCE_KEEP_MEMORY | precision | compile | CPU s/iter | wall s/iter | "
+             "peak MiB | host reads/iter |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (config, allocator, code), m in zip(configs, medians):
-        lines.append(f"| {code_name(code)} | {config['ipc']} | {config['update']} | {allocator} | "
-                     f"{config['precision']} | {'yes' if config.get('compile') else 'no'} | {m['cpu_s']:.2f} | {m['wall_s']:.2f} | {m['peak_mib']:.0f} | "
-                     f"{m['host_reads']:.0f} |")
+        align = config["align"] + (f" ({config['cf_frequencies']} freq.)" if config["align"] == "cf" else "")
+        lines.append(f"| {code_name(code)} | {config['ipc']} | {config['update']} | {align} | {allocator} | "
+                     f"{config['precision']} | {'yes' if config.get('compile') else 'no'} | {m['cpu_s']:.2f} | "
+                     f"{m['wall_s']:.2f} | {m['peak_mib']:.0f} | {m['host_reads']:.0f} |")
     return "\n".join(lines)
 
 
@@ -322,6 +333,9 @@ def main():
     p.add_argument("--quick", action="store_true", help="small shapes, to check the script")
     p.add_argument("--class_chunk", type=int, default=1, help="joint: classes per forward pass (DANCE.py's CPU default)")
     p.add_argument("--sections", default="condense,train", help="comma-separated: condense, train")
+    p.add_argument("--aligns", nargs="+", default=["mean"], choices=["mean", "mmd", "cf", "moments"],
+                   help="condensation rows of these --align values too (fp32, eager, the first allocator)")
+    p.add_argument("--cf_frequencies", type=int, default=1024, help="cf's frequencies in the --aligns rows")
     p.add_argument("--allocators", nargs="+", default=["0", "1", "all"], choices=["0", "1", "all"],
                    help="DANCE_KEEP_MEMORY settings of the condensation rows")
     p.add_argument("--compile", action="store_true", help="add torch.compile rows (each child compiles anew: "

@@ -87,10 +87,11 @@ class Bookkeeping:
         self.log = run.log
         self.done, self.best, self._started = 0, -1.0, None
 
-    def start(self, synset, optimizer, sampler, init):
-        """Put the set where the run stands: a resumed run's saved share with its momentum, real-image streams and
-        random streams, else `init` from the real images (saved as data_0.pt). False if the run already finished."""
-        self.synset, self.optimizer, self.sampler = synset, optimizer, sampler
+    def start(self, synset, optimizer, sampler, init, learned=None):
+        """Put the set where the run stands: a resumed run's saved share with its momentum, real-image streams,
+        random streams and `learned` objects (name -> object with state_dict, saved in every checkpoint), else `init`
+        from the real images (saved as data_0.pt). False if the run already finished."""
+        self.synset, self.optimizer, self.sampler, self.learned = synset, optimizer, sampler, learned or {}
         rows = slice(synset.first_class * synset.ipc, (synset.first_class + synset.nclass) * synset.ipc)
         if self.run.state is not None:
             with torch.no_grad():
@@ -101,7 +102,7 @@ class Bookkeeping:
             if self.world.main:
                 initial.save(self.run.path("data_0.pt"), at_iteration(self.description, 0))
                 save_set_grid(initial, self.info.class_names, self.run.path("init.png"))
-        self.done, self.best = self.run.restore(optimizer, sampler, rows)
+        self.done, self.best = self.run.restore(optimizer, sampler, rows, self.learned)
         if self.run.finished:
             self.log(f"{self.run.folder} already finished its {self.schedule.niter} iterations; pass a larger --niter "
                      f"to continue it")
@@ -144,7 +145,8 @@ class Bookkeeping:
         if evaluate:
             self.save_and_evaluate(k)
         if stopping or checkpoint:
-            run.checkpoint(k, self.synset, self.optimizer, self.sampler, self.best)  # --resume continues from here
+            run.checkpoint(k, self.synset, self.optimizer, self.sampler, self.best,  # --resume continues from here
+                           learned=self.learned)
         if stopping:
             run.stop(self._stop.signum or signal.SIGTERM, k)
 
@@ -200,7 +202,8 @@ class Bookkeeping:
             self.synset.data.clamp_(0, 1)
         if not (eval_every and niter % eval_every == 0) or niter == 0:
             self.save_and_evaluate(niter)
-        self.run.checkpoint(niter, self.synset, self.optimizer, self.sampler, self.best, final=True)
+        self.run.checkpoint(niter, self.synset, self.optimizer, self.sampler, self.best, final=True,
+                            learned=self.learned)
         if self.world.main:
             plot_run(self.run.folder)
         self.log(f"done: {niter - self.done} iterations in {time.time() - self._started:.0f} s; results in "

@@ -112,10 +112,10 @@ def cf_loss(feat_real, feat_syn, groups_real=None, groups_syn=None, nclass=1, co
             alpha=0.5, beta=0.5, frequencies=4096, sampler=None, **_):
     """`cf`: the sum over classes of `cf_discrepancy`, at frequencies t ~ N(0, I) drawn for each
     class and iteration from the keyed draws (so a class draws the same t on any process), or produced by the
-    learned sampling network `sampler(class id)` (NCFM's SampleNet, trained to maximise this loss)."""
+    learned sampling network `sampler(class id, draws)` (NCFM's, condense/frequency_network.py)."""
     def term(real, syn, c):
         if sampler is not None:
-            t = sampler(c)
+            t = sampler(c, draws)
         elif draws is not None:
             t = draws.normal(frequencies, real.shape[1], "frequencies", c)
         else:

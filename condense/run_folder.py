@@ -90,11 +90,14 @@ class Run:
         """True when state.pt says the run already did all of --niter."""
         return bool(self.state and self.state["done"] and self.state["next_iter"] == self.settings["niter"])
 
-    def restore(self, optimizer, sampler, rows):
-        """Put this rank's share back (momentum `rows` of the set, real-batch streams) and the random streams;
-        returns (iterations done, best score)."""
+    def restore(self, optimizer, sampler, rows, learned=None):
+        """Put this rank's share back (momentum `rows` of the set, real-batch streams), the random streams and the
+        state of every `learned` object besides the set (name -> state_dict/load_state_dict, e.g. NCFM's sampling
+        network); returns (iterations done, best score)."""
         if self.state is None:
             return 0, -1.0
+        for name, thing in (learned or {}).items():
+            thing.load_state_dict(self.state["learned"][name])
         momentum = self.state["momentum"]
         if momentum is not None:
             param = optimizer.param_groups[0]["params"][0]
@@ -104,9 +107,10 @@ class Run:
         self.log(f"resuming after iteration {self.state['next_iter']} from {self.path(STATE)}")
         return self.state["next_iter"], self.state["best"]
 
-    def checkpoint(self, done, synset, optimizer, sampler, best, final=False):
+    def checkpoint(self, done, synset, optimizer, sampler, best, final=False, learned=None):
         """Write everything the loop needs to continue after iteration `done` to state.pt, atomically: every
-        rank's share gathered, by class, so any number of processes can continue it."""
+        rank's share gathered, by class, so any number of processes can continue it; `learned` objects (the same on
+        every rank) as rank 0 holds them."""
         param = optimizer.param_groups[0]["params"][0]
         momentum = optimizer.state.get(param, {}).get("momentum_buffer")
         shares = self.world.gather((synset.data.detach().cpu(), None if momentum is None else momentum.cpu(),
@@ -117,7 +121,8 @@ class Run:
             atomic_save({"format": STATE_FORMAT, "next_iter": done, "done": final,
                          "data": torch.cat([d for d, _, _ in shares]),
                          "momentum": None if momenta[0] is None else torch.cat(momenta),
-                         "sampler": {"passes": passes}, "best": best, "rng": rng_state(), "args": self.settings},
+                         "sampler": {"passes": passes}, "best": best, "rng": rng_state(), "args": self.settings,
+                         "learned": {name: thing.state_dict() for name, thing in (learned or {}).items()}},
                         self.path(STATE))
         self.world.barrier()  # no rank goes on (or exits) before the state is written
         self.saved = done

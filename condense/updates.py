@@ -13,7 +13,7 @@ whichever process owns the class.
 id); `draws` are the iteration's keyed draws (data/streams.py), which pick the synthetic subsets.
 """
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -29,6 +29,7 @@ class UpdateSettings:
     class_chunk: int = 0                   # joint: classes per network pass (0: all at once)
     precision: str = "fp32"                # the network passes: fp32, or bf16 autocast
     align: Callable = inner_class_loss     # the inner-class discrepancy (condense/losses.py)
+    adversary: Optional[object] = None     # trained to maximise the alignment after each step (NCFM's sampler)
 
 
 def features(net, x, precision="fp32"):
@@ -43,21 +44,29 @@ def logits(net, x, precision="fp32"):
         return net(x).float()
 
 
-def step(optimizer, loss):
-    """One SGD step on the synthetic pixels; returns the loss as a detached tensor."""
+def step(optimizer, loss, adversary=None):
+    """One SGD step on the synthetic pixels, then the adversary's ascent step on the same loss, if any; returns the
+    loss as a detached tensor."""
     optimizer.zero_grad(set_to_none=True)
+    if adversary is not None:
+        adversary.zero_grad()
     loss.backward()
     optimizer.step()
+    if adversary is not None:
+        adversary.step()
     return loss.detach()
 
 
-def step_in_chunks(optimizer, z, sizes, loss_of):
-    """One SGD step on the sum over the parts of z (split by `sizes`) of loss_of(i, part).
+def step_in_chunks(optimizer, z, sizes, loss_of, adversary=None):
+    """One SGD step on the sum over the parts of z (split by `sizes`) of loss_of(i, part), then the adversary's
+    ascent step on that sum, if any.
 
     Each part's network pass is backpropagated to the part at once, so one chunk's activations live at a
     time; z's gradient then goes once through the graph that made z (decoding, augmentation).
     """
     optimizer.zero_grad(set_to_none=True)
+    if adversary is not None:
+        adversary.zero_grad()
     parts = [part.detach().requires_grad_() for part in z.split(sizes)]
     total = 0.0
     for i, part in enumerate(parts):
@@ -66,6 +75,8 @@ def step_in_chunks(optimizer, z, sizes, loss_of):
         total = total + loss.detach()
     z.backward(torch.cat([part.grad for part in parts]))
     optimizer.step()
+    if adversary is not None:
+        adversary.step()
     return total
 
 
@@ -86,7 +97,8 @@ def align_per_class(synset, sampler, encoder, aug, optimizer, settings, draws=No
         with torch.no_grad():
             feat_real = features(encoder, z[:len(real)], settings.precision)
         feat_syn = features(encoder, z[len(real):], settings.precision)
-        inner += step(optimizer, settings.align(feat_real, feat_syn, classes=(synset.first_class + c,), draws=draws))
+        loss = settings.align(feat_real, feat_syn, classes=(synset.first_class + c,), draws=draws)
+        inner += step(optimizer, loss, settings.adversary)
     return inner
 
 
@@ -128,7 +140,7 @@ def align_joint(synset, sampler, encoder, aug, optimizer, settings, draws=None):
                               groups_syn[a * m:b * m] - a, b - a, counts=(sampler.sizes[a:b], [m] * (b - a)),
                               classes=range(synset.first_class + a, synset.first_class + b), draws=draws)
 
-    return step_in_chunks(optimizer, z[len(real):], [(b - a) * m for a, b in chunks], loss)
+    return step_in_chunks(optimizer, z[len(real):], [(b - a) * m for a, b in chunks], loss, settings.adversary)
 
 
 def calibrate_joint(synset, expert, aug, optimizer, settings, draws=None):

@@ -17,6 +17,7 @@ from data.formats import (ImageFiles, channel_stats, class_dirs, class_tree, dec
                           read_cifar_batch, read_cifar_names, read_class_file, read_idx, read_svhn_mat,
                           read_val_annotations, require)
 from data.formats import list_images, load_image  # noqa: F401  (re-exported for older callers)
+from data.photo_patches import CLASS_NAMES as PATCH_NAMES, SIZE as patch_size, patch_splits
 from utils import UserError
 
 # Evaluation DSA strategies after CutMix removed `cutout` (the official dataset block after parsing): digits
@@ -370,6 +371,18 @@ def load_digits(name, root=None, **_):
     return Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx]), {}
 
 
+def load_patches(name, root=None, size=None, **_):
+    """Patches of scikit-image's bundled colour images (data/photo_patches.py), normalised by their training split."""
+    train_images, train_labels, test_images, test_labels = patch_splits(size or patch_size)
+    mean, std = channel_stats(train_images)
+    return Split(train_images, train_labels), Split(test_images, test_labels), {"size": size or patch_size,
+                                                                                 "mean": mean, "std": std}
+
+
+def peek_patches(name, root=None, size=None, **_):
+    return {"size": size or patch_size}
+
+
 # ---------------------------------------------------------------------------------------------------
 # The table
 
@@ -419,6 +432,8 @@ DATASETS = {
     # NOTE: digits are orientation-sensitive like MNIST/SVHN, so their evaluation DSA has no flip.
     "digits": DatasetSpec(load_digits, 10, 1, DIGITS_SIZE, *DIGITS_STATS, DIGIT_NAMES, DSA_NO_FLIP,
                           needs_root=False),
+    "patches": DatasetSpec(load_patches, 10, 3, patch_size, None, None, PATCH_NAMES, resizable=True, needs_root=False,
+                           peek=peek_patches),
 }
 
 

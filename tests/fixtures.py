@@ -235,6 +235,7 @@ FIXTURES = {
     "imagenet": write_imagenet,
     "folder": write_folder,
     "digits": lambda root: str(root),  # bundled with scikit-learn: nothing to write
+    "patches": lambda root: str(root),  # cut from scikit-image's bundled images: nothing to write
 }
 
 

@@ -100,7 +100,7 @@ def test_cf_equals_its_formula_evaluated_directly():
         got = cf_discrepancy(real.double(), syn.double(), t, alpha, beta).item()
         assert got == pytest.approx(direct_cf(real, syn, t, alpha, beta), rel=1e-9)
     # the sampler, when given, supplies the frequencies of each class
-    assert cf_loss(real.double(), syn.double(), sampler=lambda c: t).item() == pytest.approx(
+    assert cf_loss(real.double(), syn.double(), sampler=lambda c, draws: t).item() == pytest.approx(
         direct_cf(real, syn, t, 0.5, 0.5), rel=1e-9)
 
 
@@ -109,7 +109,7 @@ def test_gradients_match_finite_differences(name):
     real, syn = sets(4, n=5, m=3, d=4, dtype=torch.float64)
     syn.requires_grad_(True)
     t = torch.randn(8, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    align = functools.partial(ALIGNMENTS[name], sampler=lambda c: t) if name == "cf" else ALIGNMENTS[name]
+    align = functools.partial(ALIGNMENTS[name], sampler=lambda c, draws: t) if name == "cf" else ALIGNMENTS[name]
     if name == "mmd":  # the median bandwidth is detached by design: hold it at the point's value
         h = squared_distances(torch.cat([real, syn]), torch.cat([real, syn])).median().detach()
         align = functools.partial(gaussian_mmd, h=h)
@@ -170,3 +170,23 @@ def test_joint_in_class_chunks_takes_the_same_step_with_every_alignment(name):
     for data, loss in results[1:]:
         torch.testing.assert_close(data, results[0][0], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(loss, results[0][1], rtol=1e-5, atol=1e-6)
+
+
+def test_the_sampling_network_ascends_the_discrepancy_it_feeds():
+    from condense.frequency_network import LearnedFrequencies
+
+    real, syn = sets(8, n=12, m=4, d=6)
+    learned = LearnedFrequencies(6, 64, "cpu", lr=0.5, seed=3)
+    draws = IterationDraws(0, 10, "cpu")
+    draws.start(1)
+    before = cf_loss(real, syn, classes=(2,), draws=draws, sampler=learned)
+    learned.zero_grad()
+    before.backward()
+    learned.step()
+    after = cf_loss(real, syn, classes=(2,), draws=draws, sampler=learned)  # the same noise, new weights
+    assert after.item() > before.item()
+    twin = LearnedFrequencies(6, 64, "cpu", lr=0.5, seed=3)  # the seed decides the initial weights
+    assert not torch.equal(learned(2, draws), twin(2, draws))
+    twin.load_state_dict(learned.state_dict())
+    assert torch.equal(learned(2, draws), twin(2, draws))
+    assert learned(2, draws).shape == (64, 6) and learned(2, draws).abs().max() <= 1  # Tanh output, repeated

@@ -71,6 +71,8 @@ def test_bound_caps_the_epoch_table():
     (["--align", "moments", "--moments_weights", "0", "0"], "--moments_weights must be at least 0 and not both 0"),
     (["--align", "moments", "--moments_weights", "1", "nan"], "--moments_weights must be a finite number"),
     (["--align", "kl"], "invalid choice: 'kl'"),
+    (["--cf_alpha", "0.3"], "--cf_alpha is a setting of --align cf, and this run aligns with mean"),
+    (["--align", "mmd", "--cf_sampling_net"], "--cf_sampling_net is a setting of --align cf"),
 ])
 def test_bad_values_are_user_errors(argv, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(")):

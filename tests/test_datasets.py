@@ -18,7 +18,7 @@ SUBSETS = ("imagenette", "imagewoof", "imagemeow", "imagesquawk", "imagefruit", 
 # (nclass, channels, size) each default fixture loads as.
 EXPECTED = {"mnist": (10, 1, 28), "fashion": (10, 1, 28), "cifar10": (10, 3, 32), "cifar100": (100, 3, 32),
             "svhn": (10, 3, 32), "tinyimagenet": (3, 3, 64), "imagenet": (10, 3, 224), "folder": (3, 3, 32),
-            "digits": (10, 1, 16), **{n: (10, 3, 128) for n in SUBSETS}}
+            "digits": (10, 1, 16), "patches": (10, 3, 16), **{n: (10, 3, 128) for n in SUBSETS}}
 # the official data.py's MEANS and STDS
 STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
          "cifar100": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
@@ -84,7 +84,7 @@ def test_every_dataset_loads_its_fixture(name, tmp_path):
         assert len(split) == len(split.images) == split.labels.shape[0]
         assert split.labels.min() >= 0 and split.labels.max() < nclass
         assert set(split.labels.tolist()) == set(range(nclass))
-        if name != "digits":
+        if name not in ("digits", "patches"):  # the embedded ones are real data
             # The fixtures make class c brighter with c: labels are attached to the right images, in order.
             means = _class_means(split)
             assert means == sorted(means), means
@@ -252,6 +252,31 @@ def test_digits_split_and_stats():
     assert ((counts_test.float() / (counts_train + counts_test)) - 0.25).abs().max() < 0.02  # stratified
     assert (info.mean, info.std) == channel_stats(train.images)
     assert int(train.images.max()) == 255 and int(train.images.min()) == 0
+
+
+def test_patches_are_seeded_and_test_pixels_are_never_training_pixels():
+    from data import photo_patches as P
+
+    train, test, info = load_dataset("patches", None)
+    again, _, _ = load_dataset("patches", "/ignored")
+    assert torch.equal(train.images, again.images)
+    assert len(train) == 10 * P.TRAIN_PER_CLASS and len(test) == 10 * P.TEST_PER_CLASS
+    assert F.class_counts(train, 10) == [P.TRAIN_PER_CLASS] * 10 and F.class_counts(test, 10) == [P.TEST_PER_CLASS] * 10
+    assert (info.mean, info.std) == channel_stats(train.images) and len(set(info.class_names)) == 10
+    for width in (128, 129, 150, 203):  # the stripes of the two regions never share a column
+        train_cols = {c for a, b in P.stripes(width, 16, False) for c in range(a, b)}
+        test_cols = {c for a, b in P.stripes(width, 16, True) for c in range(a, b)}
+        assert train_cols and test_cols and not train_cols & test_cols and max(train_cols | test_cols) < width
+    # a patch never crosses its stripe: an image whose pixels hold their column shows where each patch was cut
+    columns = np.broadcast_to(np.arange(96, dtype=np.uint8)[None, :, None], (40, 96, 3)).copy()
+    rng = np.random.default_rng(1)
+    for test_region in (False, True):
+        regions = P.stripes(96, 8, test_region)
+        for patch in P.cut(columns, 8, 50, test_region, rng):
+            first, last = int(patch[0, 0, 0]), int(patch[0, 0, -1])
+            assert last - first == 7 and any(a <= first and last < b for a, b in regions), (first, regions)
+    larger, _, info32 = load_dataset("patches", None, size=24)
+    assert larger.images.shape[1:] == (3, 24, 24) and info32.size == 24
 
 
 def test_class_files():

@@ -115,6 +115,26 @@ def test_joint_condensation_on_two_ranks_equals_one_process(tmp_path, nclass, ch
         assert curves.width > 300 and curves.height > 150
 
 
+@pytest.mark.slow
+def test_the_sampling_network_on_two_ranks_matches_one_process_up_to_summation_order(tmp_path):
+    """Its gradients are summed over the ranks before each step, so both ranks hold one network; the sum's order
+    differs (class 0 | classes 1 + 2 on two ranks), so the sets agree to float rounding, not bit for bit."""
+    data_dir = write_folder(str(tmp_path / "data"), nclass=3)
+    common = (tmp_path, ["-d", "folder", "--size", "16", "--data_dir", data_dir, "--width", "0.0625", "--device",
+                         "cpu", "--parallel", "1"])
+    argv = condense_flags(common, tmp_path / "experts") + ["--niter", "6", "--eval_every", "0", "--align", "cf",
+                                                           "--cf_frequencies", "64", "--cf_sampling_net"]
+    launch("DANCE.py", argv + ["--save_dir", str(tmp_path / "one")], 1)
+    launch("DANCE.py", argv + ["--save_dir", str(tmp_path / "two")], 2)
+    x, y = (torch.load(tmp_path / d / "data_6.pt", weights_only=True)[0] for d in ("one", "two"))
+    torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-3)
+    one, two = (torch.load(tmp_path / d / "state.pt", weights_only=True)["learned"]["frequency_network"]["net"]
+                for d in ("one", "two"))
+    for name in one:
+        if "running" not in name and "num_batches" not in name:  # batch statistics count each rank's own passes
+            torch.testing.assert_close(one[name], two[name], rtol=1e-3, atol=1e-4)
+
+
 def worker_of_rank(launcher, rank):
     """The process id of the torchrun worker of `rank` among `launcher`'s children (read from its RANK variable)."""
     children = subprocess.run(["pgrep", "-P", str(launcher)], capture_output=True, text=True).stdout.split()

@@ -180,9 +180,11 @@ def test_sigint_in_process_then_resume_and_extend_niter(setup, tmp_path):
     assert torch.equal(resume(run, "--niter", str(NITER)), setup["reference"])
 
 
-def test_a_stopped_cf_run_resumes_bit_identically(setup, tmp_path):
-    """cf's frequencies are keyed by class and iteration, so a resumed run draws what the whole run draws."""
-    cond = setup["cond"] + ["--align", "cf", "--cf_frequencies", "64", "--niter", "8"]
+@pytest.mark.parametrize("learned", [[], ["--cf_sampling_net"]], ids=["drawn", "sampling_net"])
+def test_a_stopped_cf_run_resumes_bit_identically(setup, tmp_path, learned):
+    """cf's frequencies are keyed by class and iteration, and NCFM's sampling network with its optimiser is in
+    state.pt, so a resumed run computes what the whole run computes."""
+    cond = setup["cond"] + ["--align", "cf", "--cf_frequencies", "64", "--niter", "8"] + learned
     whole = DANCE.main(parse("condense", cond + ["--save_dir", str(tmp_path / "whole")])).data.detach().clone()
 
     def interrupt(k, synset, encoders):
