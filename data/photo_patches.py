@@ -23,7 +23,7 @@ SIZE = 16          # default patch side in pixels
 SCALE = 8          # an image's shorter side, in patch sides, after resizing
 STRIPE = 2         # stripe width in patch sides
 TRAIN_PER_CLASS = 500
-TEST_PER_CLASS = 100
+TEST_PER_CLASS = 200
 SEED = 0
 
 

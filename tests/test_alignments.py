@@ -190,3 +190,24 @@ def test_the_sampling_network_ascends_the_discrepancy_it_feeds():
     twin.load_state_dict(learned.state_dict())
     assert torch.equal(learned(2, draws), twin(2, draws))
     assert learned(2, draws).shape == (64, 6) and learned(2, draws).abs().max() <= 1  # Tanh output, repeated
+
+
+@pytest.mark.parametrize("schedule", ["per_class", "joint"])
+@pytest.mark.parametrize("name", NAMES)
+def test_every_alignment_steps_in_bf16_with_fp32_pixels_and_losses(name, schedule):
+    """Under bf16 autocast the network passes round, the alignment is computed on fp32 features: a finite step."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (24, 1, 8, 8), dtype=torch.uint8)
+    sampler = ClassSampler(Split(images, torch.arange(3).repeat_interleave(8)), 3, 5, "cpu", seed=1)
+    net = make_network(NETWORK, "cpu").requires_grad_(False)
+    start = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    synset = SyntheticSet(3, 2, 1, 8, factor=2, data=start.clone())
+    optimizer = torch.optim.SGD([synset.data], lr=1.0, momentum=0.5)
+    draws = IterationDraws(1, 3, "cpu")
+    draws.start(1)
+    align = functools.partial(ALIGNMENTS[name], frequencies=64) if name == "cf" else ALIGNMENTS[name]
+    settings = UpdateSettings(batch_syn_max=0, iter_calib=0, precision="bf16", align=align)
+    loss = SCHEDULES[schedule][0](synset, sampler, net, lambda x, groups: normalize(x, (0.5,), (0.25,)), optimizer,
+                                  settings, draws)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and synset.data.dtype == torch.float32
+    assert torch.isfinite(synset.data).all() and not torch.equal(synset.data.detach(), start)
