@@ -10,6 +10,7 @@ iter_calib 1, factor 2, one expert); --quick shrinks the shapes to check the scr
     python bench/speed.py --quick
     python bench/speed.py --against ../old-checkout  # the same children run on another checkout's code too
     python bench/speed.py --compile --allocators 1    # torch.compile rows next to their eager twins
+    python bench/speed.py --sections condense --aligns mean mmd cf moments --allocators 1 --ipcs 10 --precisions fp32
 
 Columns: CPU seconds (user + system) and wall seconds per iteration / epoch, peak resident memory (CPU) or
 peak allocated memory (GPU), and the host reads per condensation iteration (aten::_local_scalar_dense in a
@@ -249,11 +250,11 @@ def condense_configs(q):
     if q.quick:
         shapes = dict(nclass=4, size=16, width=0.25, batch_real=32, real_per_class=64)
     rows = []
-    for ipc in (1, 10) if q.quick else (1, 10, 50):
+    for ipc in q.ipcs or ((1, 10) if q.quick else (1, 10, 50)):
         for update in ("per_class", "joint"):
             for allocator, precision, compile in (("0", "fp32", False), ("1", "fp32", False), ("all", "fp32", False),
                                                   ("1", "bf16", False), ("1", "fp32", True), ("1", "bf16", True)):
-                if (compile and not q.compile) or allocator not in q.allocators:
+                if (compile and not q.compile) or allocator not in q.allocators or precision not in q.precisions:
                     continue
                 # the other alignments next to mean's first fp32 eager row of this schedule
                 aligns = q.aligns if (precision, compile, allocator) == ("fp32", False, q.allocators[0]) else ["mean"]
@@ -335,6 +336,8 @@ def main():
     p.add_argument("--sections", default="condense,train", help="comma-separated: condense, train")
     p.add_argument("--aligns", nargs="+", default=["mean"], choices=["mean", "mmd", "cf", "moments"],
                    help="condensation rows of these --align values too (fp32, eager, the first allocator)")
+    p.add_argument("--ipcs", type=int, nargs="+", default=None, help="condensation IPCs (default 1 10 50; --quick 1 10)")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--cf_frequencies", type=int, default=1024, help="cf's frequencies in the --aligns rows")
     p.add_argument("--allocators", nargs="+", default=["0", "1", "all"], choices=["0", "1", "all"],
                    help="DANCE_KEEP_MEMORY settings of the condensation rows")
