@@ -19,7 +19,7 @@ from arguments.values import dataset_tag, default_pretrain_dir, ipc_epochs
 from condense.losses import ALIGNMENTS, DEFAULT_SCALES
 from condense.run_folder import RESUMABLE
 from data.datasets import DATASETS, peek_dataset
-from data.set_files import changed_settings
+from data.set_files import IDENTITY, LOCATION, changed_settings
 from training.recipe import DEFAULT_TEMPERATURE
 from utils import UserError, read_json, select_device
 
@@ -371,6 +371,27 @@ def _settings_of_set(args, path):
     return own
 
 
+def _check_described(parser, argv, explicit, ns, fixed, per_set):
+    """evaluate.py's checks, each problem named by its source: the call's own flags (and the dataset's settings
+    file) first, with every value a set's description supplied put back to what it would be without one; then
+    each described set, whose remaining problems can only be its description's."""
+    call = parser.parse_args(argv)
+    for key in IDENTITY + LOCATION:
+        if key in fixed:
+            setattr(call, key, fixed[key])
+    _dataset_layers("evaluate", call, explicit, {})
+    _resolve("evaluate", call, explicit)
+    own = argparse.Namespace(**vars(ns))
+    for key in {k for settings in per_set.values() for k in settings} | (set(fixed) - set(IDENTITY + LOCATION)):
+        setattr(own, key, getattr(call, key))
+    check_settings("evaluate", own)
+    for path in per_set:
+        try:
+            check_settings("evaluate", _settings_of_set(ns, path))
+        except UserError as e:
+            raise UserError(f"{path}'s description ({os.path.splitext(path)[0]}.json): {e}") from None
+
+
 def parse(script, argv=None):
     """Parse, resolve and check the settings of `script`; returns None after --print_config."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -388,13 +409,9 @@ def parse(script, argv=None):
         _dataset_layers(script, ns, explicit, fixed)
         check_explicit(script, ns, explicit)
         _resolve(script, ns, explicit)
-        if script == "evaluate":  # a bad value from a set's description is named as such, before the call's own
+        if script == "evaluate":
             ns.set_settings = per_set
-            for path, own in per_set.items():
-                try:
-                    check_settings(script, _settings_of_set(ns, path))
-                except UserError as e:
-                    raise UserError(f"{path}'s description ({os.path.splitext(path)[0]}.json): {e}") from None
+            _check_described(parser, argv, explicit, ns, fixed, per_set)
         check_settings(script, ns)
     check_outputs(script, ns)
     if ns.print_config:

@@ -154,3 +154,29 @@ def test_summarize_groups_and_names_sets_by_their_alignment(tmp_path):
     assert "| DANCE (cf) |" in seeds and "| 0, 1 | 52.00 +- 2.00 |" in seeds
     assert "| DANCE |" in seeds and "| 0, 1 | 41.00 +- 1.00 |" in seeds  # the mean alignment: DANCE itself
     assert "| DM (mmd) |" in table.split("Across condensation seeds")[0]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--runs", "0"], "--runs must be at least 1"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--parallel", "-1"], "--parallel"),
+    (["--labels", "soft", "--temperature", "0"], "--temperature"),
+])
+def test_a_bad_flag_is_the_flags_fault_not_the_descriptions(runs, flags, message):
+    path = str(runs["base"] / "f2" / "data_2.pt")
+    with pytest.raises(UserError) as e:
+        parse("evaluate", ["--data", path] + flags)
+    assert message in str(e.value) and "description" not in str(e.value) and ".json" not in str(e.value)
+
+
+def test_a_bad_value_in_a_description_is_the_descriptions_fault(runs, tmp_path):
+    path = tmp_path / "set.pt"
+    source = str(runs["base"] / "f2" / "data_2.pt")
+    torch.save(torch.load(source, weights_only=True), path)
+    desc = read_description(source)
+    desc["settings"]["eval_epochs"] = 0
+    with open(description_path(str(path)), "w") as f:
+        json.dump(desc, f)
+    with pytest.raises(UserError, match=r"set.pt's description \(.*set.json\): --eval_epochs must be at least 1"):
+        parse("evaluate", ["--data", str(path)])
+    assert parse("evaluate", ["--data", str(path), "--eval_epochs", "3"]).eval_epochs == 3  # a flag wins
