@@ -131,17 +131,22 @@ def read_records(path, what):
     """Every evaluation record of a results file; a line that is not one is a UserError naming it."""
     entries = []
     with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                entry = None
-            if not isinstance(entry, dict) or not all(k in entry for k in RECORD_KEYS):
-                raise UserError(f"{what}: line {number} of {path} is not an evaluation record; pass the results file "
-                                f"evaluate.py wrote (not its .runs file or another JSON-lines file)")
-            entries.append(entry)
+        lines = f.readlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+            if number == len(lines) and not line.endswith("\n") and line.startswith("{"):
+                raise UserError(f"{what}: the last line of {path} was cut short (a write that stopped midway); the "
+                                f"{len(entries)} record(s) before it are intact: delete that line (sed -i '$d' "
+                                f"{path}) and go on") from None
+        if not isinstance(entry, dict) or not all(k in entry for k in RECORD_KEYS):
+            raise UserError(f"{what}: line {number} of {path} is not an evaluation record; pass the results file "
+                            f"evaluate.py wrote (not its .runs file or another JSON-lines file)")
+        entries.append(entry)
     return entries
 
 

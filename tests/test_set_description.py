@@ -141,6 +141,12 @@ def test_summarize_groups_condensation_seeds_and_names_a_bad_line(tmp_path):
     path.write_text(json.dumps(lines[0]) + "\n" + json.dumps({"key": "abc", "run": 0}) + "\n")
     with pytest.raises(UserError, match="line 2 of .* is not an evaluation record"):
         summarize(str(path))
+    whole = json.dumps(lines[0]) + "\n" + json.dumps(lines[1]) + "\n"
+    path.write_text(whole + json.dumps(lines[2])[:40])  # a write killed midway
+    with pytest.raises(UserError, match=r"last line of .* was cut short .* the 2 record\(s\) before it are intact"):
+        summarize(str(path))
+    path.write_text(whole)
+    assert "| 0, 1 | 52.00 +- 2.00 |" in summarize(str(path))
 
 
 def test_summarize_groups_and_names_sets_by_their_alignment(tmp_path):
