@@ -6,6 +6,7 @@ import shutil
 from data.augment import DiffAug
 from data.datasets import DATASETS
 from reports.export import check_export_dir
+from reports.plots import picture_format
 from reports.records import check_results_file, runs_path
 from training.distributed import launched
 from utils import UserError, check_device_name, check_output_dir, check_output_file, select_device
@@ -169,6 +170,7 @@ def _outputs(script, a):
         if os.path.isdir(a.plot):
             raise UserError(f"--plot {a.plot} is a folder; pass a PNG file path, e.g. "
                             f"{os.path.join(a.plot, 'ipc.png')}")
+        picture_format(a.plot)
         check_output_dir(os.path.dirname(os.path.abspath(a.plot)), "--plot", target=a.plot)
     if script == "evaluate" and not a.summarize and a.export:
         check_export_dir(a.export)

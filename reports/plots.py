@@ -2,6 +2,7 @@
 (plot_summary). matplotlib is imported where used, through its object API with the Agg canvas, so drawing never
 touches pyplot's global state or needs a display; PNGs are written atomically."""
 import io
+import json
 import os
 import statistics
 
@@ -22,11 +23,23 @@ def _figure(rows, cols, width, height):
     return fig, [ax for row in axes for ax in row]
 
 
+FORMATS = (".png", ".pdf", ".svg")  # a picture's format follows its file name
+
+
+def picture_format(path, flag="--plot"):
+    """The format `path`'s extension names; any other extension is refused."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS:
+        raise UserError(f"{flag} {path}: the file name must end in {', '.join(FORMATS)} (the format follows it); "
+                        f"e.g. {os.path.splitext(path)[0]}.png")
+    return ext[1:]
+
+
 def _save(fig, path):
-    """Render `fig` to PNG and write it atomically; returns `path`."""
+    """Render `fig` in the format its file name names and write it atomically; returns `path`."""
     buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format=picture_format(path))
     atomic_write_bytes(buffer.getvalue(), path)
     return path
 
@@ -103,29 +116,71 @@ def is_whole_set(entry):
     return entry["set"] in ("baseline:full", "score:full")
 
 
-def plot_summary(entries, path):
-    """Draw test accuracy (mean +- std of the pooled runs) against ipc, one panel per dataset and one line per
-    method_label; repeated evaluations of one key count once (the latest), different sets of a method (condensation
-    seeds) pool their runs. Whole-training-set evaluations are dashed level lines. Returns `path`."""
+# What makes two evaluations of one dataset different experiments (beyond the ipc on the x axis): never pooled
+SERIES_FIELDS = ("method", "factor", "decode_type", "labels", "teacher", "network_config", "protocol")
+
+
+def _settings(entry):
+    """Every setting of SERIES_FIELDS as flat name -> value (nested dicts by their innermost key)."""
+    flat = {}
+
+    def walk(name, value):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(key, inner)
+        else:
+            flat.setdefault(name, json.dumps(value, sort_keys=True, default=str))
+
+    for field in SERIES_FIELDS:
+        walk(field, entry.get(field))
+    return flat
+
+
+def summary_series(entries):
+    """{dataset: {label: {ipc or None (whole training set): [final accuracies]}}}: repeated evaluations of one key
+    count once (the latest) and condensation seeds of one experiment pool their runs, but evaluations at one ipc that
+    differ in any setting (method switches, experts, labels and teacher, network, protocol) are never pooled: their
+    label carries the settings that tell them apart, and each becomes its own line."""
     latest = {}
     for e in entries:
         latest[e.get("key") or id(e)] = e  # the last record of an evaluation is its complete one
-    datasets = sorted({e["dataset"] for e in latest.values()})
-    fig, axes = _figure(1, len(datasets), 5.5 * len(datasets), 4.2)
-    for ax, dataset in zip(axes, datasets):
-        series, levels = {}, {}
+    out = {}
+    for dataset in sorted({e["dataset"] for e in latest.values()}):
+        by_base = {}
         for e in latest.values():
-            if e["dataset"] != dataset:
-                continue
-            target = levels if is_whole_set(e) else series.setdefault(method_label(e), {})
-            target.setdefault(e["network"] if is_whole_set(e) else e["ipc"], []).extend(e["final"])
+            if e["dataset"] == dataset:
+                base = f"whole training set, {e['network']}" if is_whole_set(e) else method_label(e)
+                point = None if is_whole_set(e) else e["ipc"]
+                by_base.setdefault(base, []).append((point, _settings(e), e["final"]))
+        series = {}
+        for base, members in sorted(by_base.items()):
+            split = set()  # settings that differ between evaluations at one point
+            for point in {p for p, _, _ in members}:
+                here = [settings for p, settings, _ in members if p == point]
+                split |= {k for k in set().union(*here) if len({settings.get(k) for settings in here}) > 1}
+            for point, settings, finals in members:
+                label = base + "".join(f", {k} {settings.get(k)}" for k in sorted(split))
+                series.setdefault(label, {}).setdefault(point, []).extend(finals)
+        out[dataset] = series
+    return out
+
+
+def plot_summary(entries, path):
+    """Draw test accuracy (mean +- std of the pooled runs) against ipc, one panel per dataset and one line per
+    experiment (summary_series); whole-training-set evaluations are dashed level lines. Returns `path`."""
+    picture_format(path)
+    panels = summary_series(entries)
+    fig, axes = _figure(1, len(panels), 5.5 * len(panels), 4.2)
+    for ax, (dataset, all_series) in zip(axes, panels.items()):
+        series = {label: points for label, points in all_series.items() if None not in points}
+        levels = {label: points[None] for label, points in all_series.items() if None in points}
         ipcs = sorted({ipc for points in series.values() for ipc in points})
         for label, points in sorted(series.items()):
             xs = sorted(points)
             ax.errorbar(xs, [statistics.mean(points[x]) for x in xs], yerr=[statistics.pstdev(points[x]) for x in xs],
                         marker="o", capsize=3, label=label)
-        for network, accs in sorted(levels.items()):
-            ax.axhline(statistics.mean(accs), linestyle="--", color="gray", label=f"whole training set, {network}")
+        for label, accs in sorted(levels.items()):
+            ax.axhline(statistics.mean(accs), linestyle="--", color="gray", label=label)
         if ipcs and ipcs[-1] >= 10 * ipcs[0]:
             ax.set_xscale("log")
         ax.minorticks_off()

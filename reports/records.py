@@ -85,14 +85,26 @@ def condensation_method(entry):
     return name if align == "mean" else f"{name} ({align})"
 
 
+def network_name(entry):
+    """The network as a table names it: its name and, when recorded, its width (convnet-3 w0.25)."""
+    width = (entry.get("network_config") or {}).get("config", {}).get("width")
+    return entry["network"] + (f" w{width:g}" if isinstance(width, (int, float)) else "")
+
+
+def epochs_of(entry):
+    """The evaluation's training epochs, when recorded ('-' for records from before they were)."""
+    return (entry.get("protocol") or {}).get("epochs", "-")
+
+
 def summary_table(entries):
     """Markdown table of evaluation records."""
-    lines = ["| set | method | dataset | ipc | factor | network | runs | final acc | best check (reference) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | method | dataset | ipc | factor | network | epochs | runs | final acc | best check (reference) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
-        network = e["network"] + (" (soft labels)" if e.get("labels") == "soft" else "")
+        network = network_name(e) + (" (soft labels)" if e.get("labels") == "soft" else "")
         lines.append(f"| {e['set']} | {condensation_method(e) or '-'} | {e['dataset']} | {e['ipc']} | {e['factor']} | "
-                     f"{network} | {len(e['final'])} | {e['mean']:.2f} +- {e['std']:.2f} | {e['best_mean']:.2f} |")
+                     f"{network} | {epochs_of(e)} | {len(e['final'])} | {e['mean']:.2f} +- {e['std']:.2f} | "
+                     f"{e['best_mean']:.2f} |")
     return "\n".join(lines)
 
 
@@ -115,15 +127,15 @@ def seed_table(entries):
     rows = [g for g in groups.values() if len(g) > 1]
     if not rows:
         return ""
-    lines = ["| sets (first) | method | dataset | ipc | factor | network | condensation seeds | mean of set means |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| sets (first) | method | dataset | ipc | factor | network | epochs | condensation seeds | "
+             "mean of set means |", "|---|---|---|---|---|---|---|---|---|"]
     for group in rows:
         seeds = sorted(group)
         means = [group[s]["mean"] for s in seeds]
         e = group[seeds[0]]
         lines.append(f"| {e['set']} | {condensation_method(e)} | {e['dataset']} | {e['ipc']} | {e['factor']} | "
-                     f"{e['network']} | {', '.join(map(str, seeds))} | {statistics.mean(means):.2f} +- "
-                     f"{statistics.pstdev(means):.2f} |")
+                     f"{network_name(e)} | {epochs_of(e)} | {', '.join(map(str, seeds))} | "
+                     f"{statistics.mean(means):.2f} +- {statistics.pstdev(means):.2f} |")
     return "\n".join(lines)
 
 

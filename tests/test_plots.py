@@ -2,7 +2,7 @@
 import pytest
 from PIL import Image
 
-from reports.plots import method_label, plot_run, plot_summary
+from reports.plots import method_label, plot_run, plot_summary, summary_series
 from utils import Logger, UserError
 
 
@@ -59,3 +59,47 @@ def test_method_labels():
     assert method_label(entry("x.pt", 1, [1.0], "k", {"num_premodel": 5, "align": "cf"})) == "DANCE (cf), convnet-3"
     assert method_label(entry("baseline:random", 1, [1.0], "k")) == "random (real), convnet-3"
     assert method_label(entry("x.pt", 1, [1.0], "k")) == "condensed, convnet-3"
+
+
+def test_summary_series_never_pools_evaluations_that_differ():
+    dance, no_calib = {"num_premodel": 5, "iter_calib": 1}, {"num_premodel": 5, "iter_calib": 0}
+    short, long = {"epochs": 1, "lr": 0.01}, {"epochs": 20, "lr": 0.01}
+    entries = [{**entry("s0.pt", 1, [20.0], "a", dance), "protocol": long, "condense_seed": 0},
+               {**entry("s1.pt", 1, [22.0], "b", dance), "protocol": long, "condense_seed": 1},  # seeds pool
+               {**entry("n.pt", 1, [30.0], "c", no_calib), "protocol": long},
+               {**entry("s0.pt", 1, [5.0], "d", dance), "protocol": short},
+               {**entry("t.pt", 10, [60.0], "e", dance), "protocol": {"epochs": 300, "lr": 0.01}},
+               {**entry("score:full", 134, [98.0], "f"), "protocol": long},
+               {**entry("score:full", 134, [90.0], "g"), "protocol": short}]
+    series = summary_series(entries)["digits"]
+    assert series["DANCE, convnet-3, epochs 20, iter_calib 1"] == {1: [20.0, 22.0]}
+    assert series["DANCE, convnet-3, epochs 20, iter_calib 0"] == {1: [30.0]}
+    assert series["DANCE, convnet-3, epochs 1, iter_calib 1"] == {1: [5.0]}
+    # an ipc evaluated one way only does not split a line: its own settings name it
+    assert series["DANCE, convnet-3, epochs 300, iter_calib 1"] == {10: [60.0]}
+    assert series["whole training set, convnet-3, epochs 20"] == {None: [98.0]}
+    assert series["whole training set, convnet-3, epochs 1"] == {None: [90.0]}
+    assert len(series) == 6
+    same = [{**entry("s0.pt", 1, [20.0], "a", dance), "protocol": long},
+            {**entry("t.pt", 10, [60.0], "e", dance), "protocol": {"epochs": 300, "lr": 0.01}}]
+    assert summary_series(same)["digits"] == {"DANCE, convnet-3": {1: [20.0], 10: [60.0]}}  # ipc-tied epochs: one line
+
+
+def test_a_plots_format_follows_its_file_name(tmp_path):
+    entries = [entry("a/data_200.pt", 1, [93.0], "k1", {"num_premodel": 5})]
+    pdf = plot_summary(entries, str(tmp_path / "ipc.pdf"))
+    assert open(pdf, "rb").read(5) == b"%PDF-"
+    svg = plot_summary(entries, str(tmp_path / "ipc.svg"))
+    assert b"<svg" in open(svg, "rb").read(2000)
+    with pytest.raises(UserError, match=r"--plot .*ipc.jpg: the file name must end in .png, .pdf, .svg"):
+        plot_summary(entries, str(tmp_path / "ipc.jpg"))
+    assert not (tmp_path / "ipc.jpg").exists()
+
+
+def test_summary_table_shows_what_tells_rows_apart():
+    from reports.records import summary_table
+
+    rows = [{**entry("a.pt", 1, [20.0], "a", {"num_premodel": 5}), "mean": 20.0, "std": 0.0, "best_mean": 20.0,
+             "protocol": {"epochs": epochs}, "network_config": {"config": {"width": 0.25}}} for epochs in (1, 20)]
+    table = summary_table(rows)
+    assert "| convnet-3 w0.25 | 1 | 1 | 20.00" in table and "| convnet-3 w0.25 | 20 | 1 | 20.00" in table
