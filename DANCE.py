@@ -57,7 +57,8 @@ def encoder_source(args, network, device):
 def bookkeeping(args, world, device, info, network, val, test):
     """The run's folder (created now: every input was checked) and its books."""
     git, settings = git_revision(), dict(vars(args))
-    run = Run(args.save_dir, settings, bool(args.resume), world)
+    run = Run(args.save_dir, settings, bool(args.resume), world, (info.nclass * args.ipc, info.channels, info.size,
+                                                                   info.size))
     run.log(f"DANCE on {dataset_tag(args)}, {device}, git {git}" +
             (f", {world.size} processes, classes split in contiguous shares" if world.size > 1 else ""))
     if args.num_premodel == 0:

@@ -5,6 +5,7 @@ data_{k}.pt / state.pt "after iteration k" hold the set once k iterations are do
 """
 import glob
 import os
+import re
 import signal
 import threading
 
@@ -61,11 +62,14 @@ class Run:
     on the other ranks.
     """
 
-    def __init__(self, folder, settings, resume, world):
-        """`settings`: the run's resolved settings (written to args.json, compared on --resume)."""
+    def __init__(self, folder, settings, resume, world, shape):
+        """`settings`: the run's resolved settings (written to args.json, compared on --resume); `shape`: the
+        storage of the whole set (nclass * ipc, channels, size, size), which a resumed state.pt must hold."""
         self.folder, self.settings, self.world = folder, settings, world
         refuse_used_folder(folder, resume)
         self.state = load_state(folder, settings) if resume else None
+        if self.state is not None:
+            self.check_state(shape)  # before anything in the folder is written
         world.barrier()  # every rank has read the folder before rank 0 writes to it
         if world.main:
             if resume:
@@ -89,6 +93,26 @@ class Run:
     def finished(self):
         """True when state.pt says the run already did all of --niter."""
         return bool(self.state and self.state["done"] and self.state["next_iter"] == self.settings["niter"])
+
+    def check_state(self, shape):
+        """Refuse a state.pt whose set or momentum is not `shape` (all classes' storage) or holds NaN or Inf, before
+        any of it is used: it cannot continue this run."""
+        path, state = os.path.join(self.folder, STATE), self.state
+        saved = [int(n[5:-3]) for n in os.listdir(self.folder) if re.fullmatch(r"data_\d+\.pt", n)]
+        fresh = "start a new run with a new --save_dir" + (
+            f" (this run's last saved set, {os.path.join(self.folder, f'data_{max(saved)}.pt')}, stays as it is)"
+            if saved else "")
+        for name in ("data", "momentum"):
+            value = state[name]
+            if value is None and name == "momentum":
+                continue
+            if not torch.is_tensor(value) or tuple(value.shape) != tuple(shape):
+                found = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+                raise UserError(f"--resume: {path} holds a {name} of shape {found}, not the {tuple(shape)} this run's "
+                                f"settings make; it belongs to another run or is damaged: {fresh}")
+            if not torch.isfinite(value).all():
+                raise UserError(f"--resume: {path} holds NaN or Inf in its {name}, so it cannot continue the run: "
+                                f"{fresh}")
 
     def restore(self, optimizer, sampler, rows, learned=None):
         """Put this rank's share back (momentum `rows` of the set, real-batch streams), the random streams and the

@@ -363,3 +363,22 @@ def test_a_state_from_before_keyed_draws_is_refused_naming_the_way_out(tmp_path)
                 "rng": {}, "args": {"niter": 5}}, tmp_path / "state.pt")  # format 1 (2026-11)
     with pytest.raises(UserError, match="written by an earlier DANCE.py, whose random streams differ"):
         load_state(str(tmp_path), {"niter": 5})
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s["data"].view(-1)[5].fill_(float("nan")), "holds NaN or Inf in its data"),
+    (lambda s: s["momentum"].view(-1)[0].fill_(float("inf")), "holds NaN or Inf in its momentum"),
+    (lambda s: s.update(data=s["data"][:, :, :8]), r"holds a data of shape \(3, 3, 8, 16\), not the \(3, 3, 16, 16\)"),
+])
+def test_a_damaged_state_is_refused_before_use_without_a_resume_loop(setup, tmp_path, damage, message):
+    run = tmp_path / "run"
+    DANCE.main(parse("condense", setup["cond"] + ["--save_dir", str(run), "--niter", "3", "--eval_every", "0"]))
+    state = torch.load(run / "state.pt", weights_only=True)
+    damage(state)
+    torch.save(state, run / "state.pt")
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with pytest.raises(UserError, match=message) as e:
+        resume(run, "--niter", "6")
+    assert "new --save_dir" in str(e.value) and "data_3.pt" in str(e.value) and "--resume" not in str(e.value)[8:]
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != "log.txt"} == \
+        {k: v for k, v in before.items() if k != "log.txt"}  # nothing rewritten
