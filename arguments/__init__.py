@@ -206,7 +206,7 @@ def _evaluate(p):
                         "the trained expert 0 of --pretrain_dir on each augmented batch (KL divergence at "
                         "--temperature, as SRe2L and RDED evaluate)")
     g.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                   help="--labels soft: distillation temperature T (loss T^2 KL; higher is softer)")
+                   help="--labels soft: distillation temperature T (loss T^2 KL; higher is softer; 0.1 to 100)")
     g.add_argument("--export", default=None, metavar="DIR",
                    help="write each set as an ImageFolder tree of PNGs plus a tensor file DD-Ranking's "
                         "compute_metrics takes, into DIR/<set>/, and exit (no training)")

@@ -23,6 +23,8 @@ MAX_WIDTH = 16        # ConvNet at width 16 already has 2048 channels per layer
 FLOAT32_MAX = 3.4e38  # every float flag ends up in a float32 tensor or optimizer
 CXX = [c for c in (os.environ.get("CXX"), "c++", "g++", "clang++") if c]  # what torch.compile's CPU backend runs
 
+TEMPERATURES = (0.1, 100.0)  # --temperature range where soft-label training is meaningful
+
 
 def _positive_ints(script, a):
     keys = ["batch_size", "eval_interval", "depth"]
@@ -73,7 +75,9 @@ def _float_ranges(script, a):
     if script in ("pretrain", "condense"):
         ranges.append(("val_split", 0 <= a.val_split < 1, "lie in [0, 1) (0: no held-out split)"))
     if script == "evaluate":
-        ranges.append(("temperature", a.temperature > 0, "be positive (a distillation temperature)"))
+        ranges.append(("temperature", TEMPERATURES[0] <= a.temperature <= TEMPERATURES[1],
+                       f"lie in [{TEMPERATURES[0]:g}, {TEMPERATURES[1]:g}] (a distillation temperature; 1-20 are usual: "
+                       f"far below, the loss's gradient vanishes, far above, its T^2 factor overflows)"))
     if script == "condense":
         ranges += [("lr_img_per_ipc", a.lr_img_per_ipc is None or a.lr_img_per_ipc > 0, "be positive"),
                    ("lr_img", a.lr_img > 0, "be positive"),

@@ -149,7 +149,11 @@ CASES = [
     ("evaluate", [], "pass either --data PATH.pt"),
     # evaluate.py: scores, soft labels, export, plots
     ("evaluate", ["--data", "{inputs}/plain.pt", "--labels", "soft", "--temperature", "0"],
-     "--temperature must be positive"),
+     "--temperature must lie in [0.1, 100]"),
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--labels", "soft", "--temperature", "1e-30"],
+     "--temperature must lie in [0.1, 100] (a distillation temperature"),
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--labels", "soft", "--temperature", "1e30"],
+     "--temperature must lie in [0.1, 100]"),
     ("evaluate", ["--data", "{inputs}/plain.pt", "--labels", "soft", "--temperature", "inf"],
      "--temperature must be a finite number"),
     ("evaluate", ["--data", "{inputs}/plain.pt", "--temperature", "2"], "--temperature applies to --labels soft only"),
