@@ -46,7 +46,10 @@ def _positive_ints(script, a):
     if script == "condense":
         if a.cf_frequencies < 1:
             raise UserError(f"--cf_frequencies must be at least 1 (got {a.cf_frequencies})")
-        for key in ("niter", "num_premodel", "iter_calib", "eval_every", "ckpt_every", "class_chunk"):
+        if a.niter < 1:
+            raise UserError(f"--niter must be at least 1 (got {a.niter}); data_0.pt, the initial set, is saved by any "
+                            f"run, so --niter 1 gives it too")
+        for key in ("num_premodel", "iter_calib", "eval_every", "ckpt_every", "class_chunk"):
             if getattr(a, key) < 0:
                 raise UserError(f"--{key} must be at least 0 (got {getattr(a, key)})")
 
@@ -205,6 +208,9 @@ def check_explicit(script, a, explicit):
         if script == "condense" and key in explicit and a.align != align:
             raise UserError(f"--{key} is a setting of --align {align}, and this run aligns with {a.align}; add "
                             f"--align {align} or drop it")
+    if script == "condense" and "class_chunk" in explicit and a.update != "joint":
+        raise UserError("--class_chunk applies to --update joint only (per_class steps one class at a time); add "
+                        "--update joint or drop it")
     if script == "evaluate" and "ipc" in explicit and not a.baseline:
         raise UserError("--ipc applies to --baseline only: a condensed set's ipc is read from the set; drop it")
     if script == "evaluate":

@@ -63,7 +63,7 @@ def test_bound_caps_the_epoch_table():
     (["--ipc", "0"], "--ipc must be at least 1"),
     (["--factor", "0"], "--factor must be at least 1"),
     (["--lam_min", "0.8", "--lam_max", "0.2"], "lam_min"),
-    (["--niter", "-1"], "--niter must be at least 0"),
+    (["--niter", "-1"], "--niter must be at least 1"),
     (["--align", "cf", "--align_scale", "0"], "--align_scale must be positive"),
     (["--align", "mmd", "--mmd_bandwidths", "1", "0"], "--mmd_bandwidths must all be positive"),
     (["--align", "cf", "--cf_alpha", "0", "--cf_beta", "0"], "not both 0"),

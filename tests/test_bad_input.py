@@ -105,6 +105,8 @@ CASES = [
     ("pretrain", ["--pretrain-epochs", "1"], "unrecognized arguments: --pretrain-epochs 1"),
     ("pretrain", ["-d", "cifar10", "--data_dir", "{inputs}"], "cifar-10-batches-py"),
     # DANCE.py: the method's flags, their fit to the data, the run folder
+    ("condense", ["--niter", "0"], "--niter must be at least 1 (got 0); data_0.pt, the initial set, is saved"),
+    ("condense", ["--class_chunk", "2"], "--class_chunk applies to --update joint only"),
     ("condense", ["--lr_img", "nan"], "--lr_img must be a finite number"),
     ("condense", ["--lr_img", "0"], "--lr_img must be positive"),
     ("condense", ["--lr_img_per_ipc", "-1"], "--lr_img_per_ipc must be positive"),
