@@ -206,5 +206,6 @@ class Bookkeeping:
                             learned=self.learned)
         if self.world.main:
             plot_run(self.run.folder)
+        self.run.release()
         self.log(f"done: {niter - self.done} iterations in {time.time() - self._started:.0f} s; results in "
                  f"{self.run.folder} (the final set: data_{niter}.pt; losses and accuracies drawn in {RUN_PLOT})")

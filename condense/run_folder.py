@@ -3,19 +3,23 @@
 Iterations are numbered 1..niter everywhere (logs, files, messages): "iteration k" is the k-th update, and
 data_{k}.pt / state.pt "after iteration k" hold the set once k iterations are done.
 """
+import atexit
 import glob
+import json
 import os
 import re
 import signal
+import socket
 import threading
 
 import torch
 
 from data.set_files import RESULT_NEUTRAL, changed_settings
 from utils import (Logger, RunStopped, UserError, atomic_save, atomic_write_json, git_revision, make_dir,
-                   remove_stale_temps, rng_state, safe_load, set_rng_state)
+                   read_json, remove_stale_temps, rng_state, safe_load, set_rng_state)
 
 STATE = "state.pt"
+LOCK = "run.lock"  # held by the live process that writes the folder (rank 0)
 STATE_FORMAT = 2  # 2: per-class streams keyed by seed and iteration, the momentum as one tensor (2026-12-03)
 STATE_KEYS = {"format", "next_iter", "done", "data", "momentum", "sampler", "best", "rng", "args"}
 # Settings --resume may change: those that change no result, and niter (no schedule depends on it, so it may grow,
@@ -55,6 +59,64 @@ def load_state(folder, settings):
     return state
 
 
+def _process_start(pid):
+    """The start time of process `pid` (clock ticks since boot, Linux), None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(owner):
+    """True while the process that wrote lock `owner` ({pid, host, start}) still runs (on this host)."""
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine's process: assume it runs (the folder is shared)
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by another user
+    start = _process_start(pid)
+    return start is None or owner.get("start") is None or start == owner["start"]  # else a reused pid
+
+
+def lock_folder(folder):
+    """Take `folder`'s run.lock for this process, or refuse while a live process holds it. A lock left by a killed
+    process (or by this one) is taken over; the lock file is created exclusively, so two starts cannot both win.
+    Returns a function that releases it."""
+    path = os.path.join(folder, LOCK)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid())}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = read_json(path) or {}
+            except UserError:
+                owner = {}  # a lock cut short by a kill
+            if owner.get("pid") != me["pid"] and _alive(owner):
+                raise UserError(f"{folder} is in use by process {owner.get('pid')} on {owner.get('host')} (its "
+                                f"{LOCK}); wait for that run to end, or pass another --save_dir") from None
+            os.remove(path)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+
+        def release():
+            try:
+                if (read_json(path) or {}).get("pid") == me["pid"]:
+                    os.remove(path)
+            except (OSError, UserError):
+                pass
+        return release
+    raise UserError(f"could not take {path}; another run is starting in {folder}: pass another --save_dir")
+
+
 class Run:
     """One condensation run's folder: created here (after every input was checked), logged, checkpointed.
 
@@ -71,10 +133,13 @@ class Run:
         if self.state is not None:
             self.check_state(shape)  # before anything in the folder is written
         world.barrier()  # every rank has read the folder before rank 0 writes to it
+        self.release = lambda: None
         if world.main:
+            make_dir(self.folder, "--save_dir")
+            self.release = lock_folder(self.folder)
+            atexit.register(self.release)
             if resume:
                 remove_stale_temps(self.folder)  # a write the kill interrupted; its target file is intact
-            make_dir(self.folder, "--save_dir")
             self.log = Logger(self.folder)
             atomic_write_json(settings, os.path.join(self.folder, "args.json"))
         else:

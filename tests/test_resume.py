@@ -382,3 +382,30 @@ def test_a_damaged_state_is_refused_before_use_without_a_resume_loop(setup, tmp_
     assert "new --save_dir" in str(e.value) and "data_3.pt" in str(e.value) and "--resume" not in str(e.value)[8:]
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != "log.txt"} == \
         {k: v for k, v in before.items() if k != "log.txt"}  # nothing rewritten
+
+
+def test_a_folder_in_use_by_a_live_run_is_refused_and_a_dead_runs_lock_is_taken_over(setup, tmp_path):
+    from condense.run_folder import LOCK, _process_start
+
+    run = tmp_path / "run"
+    DANCE.main(parse("condense", setup["cond"] + ["--save_dir", str(run), "--niter", "3", "--eval_every", "0"]))
+    assert not (run / LOCK).exists()  # released at the end
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = {"pid": live.pid, "host": __import__("socket").gethostname(), "start": _process_start(live.pid)}
+        (run / LOCK).write_text(json.dumps(owner))
+        state = (run / "state.pt").stat().st_mtime_ns
+        with pytest.raises(UserError, match=f"is in use by process {live.pid} .*wait for that run to end, or pass "
+                                            f"another --save_dir"):
+            resume(run, "--niter", "6")
+        assert (run / "state.pt").stat().st_mtime_ns == state and json.loads((run / LOCK).read_text()) == owner
+        if owner["start"] is not None:  # the same pid with another start time: a reused pid, not the run
+            (run / LOCK).write_text(json.dumps({**owner, "start": owner["start"] + 1}))
+            resume(run, "--niter", "5")
+            assert state_iter(run) == 5 and not (run / LOCK).exists()
+        (run / LOCK).write_text(json.dumps(owner))
+    finally:
+        live.kill()
+        live.wait()
+    resume(run, "--niter", "6")  # its process is gone: the lock is stale
+    assert state_iter(run) == 6 and not (run / LOCK).exists()
