@@ -62,6 +62,15 @@ def configure_process():
     torch.backends.cudnn.allow_tf32 = True
 
 
+def _say(line, every_rank=False):
+    """One line on stderr. Under torchrun only the first process prints (every rank meets the same user error or
+    signal, so it is printed once); with `every_rank` (a fault of one rank's own, such as its memory) each prints,
+    naming its rank."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank == 0 or every_rank:
+        print(line if rank == 0 else f"rank {rank}: {line}", file=sys.stderr)
+
+
 def run_cli(main, parse):
     """Run `main(parse())` after `configure_process`; a UserError becomes one line on stderr and exit status 2."""
     configure_process()
@@ -71,17 +80,17 @@ def run_cli(main, parse):
             return 0
         main(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         sys.exit(2)
     except (MemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        print(f"error: out of memory ({reason}); lower --batch_real, --batch_size, --ipc, --width or --size, or use "
-              f"a device with more memory", file=sys.stderr)
+        _say(f"error: out of memory ({reason}); lower --batch_real, --batch_size, --ipc, --width or --size, or use "
+             f"a device with more memory", every_rank=True)
         sys.exit(2)
     except RunStopped as e:
-        print(f"stopped: {e}", file=sys.stderr)
+        _say(f"stopped: {e}")
         sys.exit(e.status)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -2,6 +2,7 @@
 one process gives (one thread each), and rank 0 alone writes the shared files."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,5 +175,28 @@ def test_classes_are_dealt_in_contiguous_blocks_of_the_chunk():
     assert [World(r, 2).class_range(10, 4) for r in range(2)] == [(0, 4), (4, 10)]  # blocks 0-3, 4-7, 8-9
     assert [World(r, 3).class_range(7, 0) for r in range(3)] == [(0, 2), (2, 4), (4, 7)]
     assert World().class_range(5, 2) == (0, 5)
-    with pytest.raises(UserError, match="3 processes need at least 3 blocks of --class_chunk 4 classes, and 8 classes make 2"):
+    with pytest.raises(UserError, match=r"3 processes need at least 3 blocks of 4 class\(es\), and 8 classes make 2: "
+                                        r"start at most 2 processes \(torchrun --nproc_per_node 2\) or lower "
+                                        r"--class_chunk \(1 allows 8\)"):
         World(0, 3).class_range(8, 4)
+    with pytest.raises(UserError) as e:  # blocks of one class already: fewer processes is the only fix
+        World(0, 5).class_range(4, 1)
+    assert str(e.value).endswith("start at most 4 processes (torchrun --nproc_per_node 4)")
+
+
+@pytest.mark.slow
+def test_a_user_error_under_torchrun_is_printed_once_and_every_rank_exits_2(tmp_path):
+    data_dir = write_folder(str(tmp_path / "data"), nclass=3)
+    argv = ["-d", "folder", "--size", "16", "--data_dir", data_dir, "--width", "0.0625", "--device", "cpu",
+            "--num_premodel", "0", "--iter_calib", "0", "--update", "joint", "--class_chunk", "3", "--niter", "2",
+            "--ipc", "1",
+            "--save_dir", str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           os.path.join(ROOT, "DANCE.py"), *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and out.count("error: 2 processes need at least 2 blocks of 3 class(es)") == 1, out
+    assert "start at most 1 process (" in out and 'DANCE.py", line' not in out  # torchrun's own traceback aside
+    # the root cause torchrun reports is a rank's exit status 2 (it stops the other ranks once one has ended)
+    assert re.search(r"exitcode\s*: 2 ", out), out[-2000:]

@@ -54,9 +54,10 @@ class World:
         chunk = chunk or 1
         blocks = -(-nclass // chunk)
         if blocks < self.size:
-            raise UserError(f"{self.size} processes need at least {self.size} blocks of --class_chunk {chunk} "
-                            f"classes, and {nclass} classes make {blocks}; start fewer processes or lower "
-                            f"--class_chunk")
+            fix = f"start at most {blocks} process{'es' if blocks > 1 else ''} (torchrun --nproc_per_node {blocks})" + (
+                f" or lower --class_chunk (1 allows {nclass})" if chunk > 1 else "")
+            raise UserError(f"{self.size} processes need at least {self.size} blocks of {chunk} class(es), and "
+                            f"{nclass} classes make {blocks}: {fix}")
         first, end = self.rank * blocks // self.size, (self.rank + 1) * blocks // self.size
         return first * chunk, min(end * chunk, nclass)
 
