@@ -17,6 +17,7 @@ from arguments.values import (dataset_tag, default_pretrain_dir, eval_protocol, 
                               load_data, network_of, pretrain_command, split_off_holdout, update_settings)
 from condense.bookkeeping import Bookkeeping, PeriodicEvaluation, Schedule
 from condense.encoders import ExpertBank, RandomEncoders
+from condense.expert_folder import folder_identity
 from condense.run_folder import Run
 from condense.updates import SCHEDULES
 from data.augment import DiffAug, normalize
@@ -65,7 +66,9 @@ def bookkeeping(args, world, device, info, network, val, test):
         run.log("num_premodel 0: plain DM (a fresh random network per iteration, no calibration)")
     recipe = eval_recipe(eval_protocol(args), args.eval_epochs, args.compile)
     evaluation = PeriodicEvaluation(test, val, network, recipe, args.eval_runs, args.parallel, args.seed, args.select_by)
-    description = describe_run(settings, info.class_names, (info.channels, info.size, info.size), git)
+    experts = folder_identity(args.pretrain_dir) if args.num_premodel else None
+    description = describe_run(settings, info.class_names, (info.channels, info.size, info.size), git, world.size,
+                               experts)
     return Bookkeeping(run, world, info, Schedule(args.niter, args.eval_every, args.ckpt_every), evaluation,
                        description, args.iter_calib)
 

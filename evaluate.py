@@ -154,7 +154,7 @@ class Evaluations:
         return {"set": name, "key": key, "dataset": d["dataset"], "ipc": ipc, "factor": d["factor"],
                 "decode_type": d["decode_type"], "network": label, "network_config": d["network"],
                 "protocol": d["protocol"], "seed": self.args.seed, "labels": d["protocol"].get("labels", "hard"),
-                **origin, "git": git_revision(), "time": time.strftime("%Y-%m-%d %H:%M:%S"), **result}
+                **({"teacher": d["teacher"][0]} if d.get("teacher") else {}), **origin, "git": git_revision(), "time": time.strftime("%Y-%m-%d %H:%M:%S"), **result}
 
     def record(self, entry):
         if self.world.main:
@@ -240,7 +240,7 @@ def evaluate_all(args, world, device):
         hard_recipe = eval_recipe(s.protocol, epochs, args.compile)
         say(f"\n{s.name} ({len(s.images)} training images) on {label}: {recipe.epochs} epochs, "
             f"{args.runs} runs on {device}" + (f" and {world.size - 1} more process(es)" if world.size > 1 else "")
-            + (f", soft labels of expert 0 at temperature {args.temperature:g}" if teacher is not None else ""))
+            + (f", soft labels of {teacher_id[0]} at temperature {args.temperature:g}" if teacher is not None else ""))
         description = describe(s.identity, dataset_tag(args), s.factor, s.decode_type, network, recipe, args.seed,
                                teacher_id)
         key, result = ev.train(s.images, s.labels, network, recipe, description)

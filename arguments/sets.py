@@ -40,6 +40,21 @@ def _flag_kinds(parser):
     return {a.dest: (a.type, a.choices, a.default) for a in parser._actions}
 
 
+def _experts_of(described, paths, explicit):
+    """{'pretrain_dir': folder} when every set was condensed with the same experts (the default teacher of
+    --labels soft is then the set's own expert 0); sets of different experts need --pretrain_dir for soft labels."""
+    if "pretrain_dir" in explicit:
+        return {}
+    folders = {(d["run"].get("experts") or {}).get("folder") for d in described.values()}
+    if len(folders) == 1 and None not in folders and len(described) == len(paths):
+        return {"pretrain_dir": folders.pop()}
+    if explicit.get("labels") == "soft" and len(folders - {None}) > 1:
+        raise UserError(f"--labels soft: these sets were condensed with different experts "
+                        f"({', '.join(sorted(folders - {None}))}); evaluate them in separate calls, or pass "
+                        f"--pretrain_dir to choose one teacher for all")
+    return {}
+
+
 def described_settings(patterns, explicit, parser):
     """(common, per_set, paths): settings every set agrees on, each set's own settings, and the set paths.
 
@@ -65,6 +80,7 @@ def described_settings(patterns, explicit, parser):
     if first is not None:
         settings = described[first]["settings"]
         common = {k: settings[k] for k in IDENTITY + LOCATION if k in settings and k not in explicit}
+        common.update(_experts_of(described, paths, explicit))
         if len(described) == len(paths):  # every set described: shared values become the call's own
             for key in DECODING + PROTOCOL:
                 values = {repr(per_set[p].get(key)) for p in paths}

@@ -7,6 +7,7 @@
     premodel{i}_progress.pt      the training state of unfinished experts after their last epoch
                                  (premodels{i}-{j}-..._progress.pt for experts trained together)
 """
+import hashlib
 import os
 
 import torch
@@ -159,6 +160,17 @@ def check_experts(folder, count, network, split, pretrain_hint, split_hint):
         raise UserError(f"--val_split {split['fraction']:g} holds out images to choose data_best.pt, but the "
                         f"experts in {folder} were trained on {describe_split((manifest or {}).get('holdout'))}, "
                         f"so selection would not be independent; {split_hint}")
+
+
+def folder_identity(folder):
+    """{folder, manifest}: an expert folder's absolute path and a hash of its manifest.json (None when it has none),
+    which changes whenever its experts are trained again."""
+    path = os.path.join(folder, MANIFEST)
+    digest = None
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            digest = hashlib.sha1(f.read()).hexdigest()[:16]
+    return {"folder": os.path.abspath(folder), "manifest": digest}
 
 
 def trained_expert(folder, network, device, purpose, pretrain_hint):

@@ -132,6 +132,13 @@ class Run:
         self.state = load_state(folder, settings) if resume else None
         if self.state is not None:
             self.check_state(shape)  # before anything in the folder is written
+            ran_on = self.state.get("processes", 1)
+            if settings.get("update") == "per_class" and ran_on != world.size:
+                raise UserError(f"--resume: this --update per_class run ran on {ran_on} process(es), and its momentum "
+                                f"steps once per class of each process's share, so {world.size} would continue "
+                                f"another schedule; resume it on {ran_on} (" + (
+                                    f"torchrun --nproc_per_node {ran_on} DANCE.py --resume {folder}" if ran_on > 1
+                                    else f"python DANCE.py --resume {folder}") + ")")
         world.barrier()  # every rank has read the folder before rank 0 writes to it
         self.release = lambda: None
         if world.main:
@@ -211,6 +218,7 @@ class Run:
                          "data": torch.cat([d for d, _, _ in shares]),
                          "momentum": None if momenta[0] is None else torch.cat(momenta),
                          "sampler": {"passes": passes}, "best": best, "rng": rng_state(), "args": self.settings,
+                         "processes": self.world.size,
                          "learned": {name: thing.state_dict() for name, thing in (learned or {}).items()}},
                         self.path(STATE))
         self.world.barrier()  # no rank goes on (or exits) before the state is written

@@ -47,17 +47,20 @@ def changed_settings(saved, current, may_change=RESULT_NEUTRAL):
             if key not in may_change and saved.get(key) != current.get(key)]
 
 
-def describe_run(settings, class_names, image_shape, git):
+def describe_run(settings, class_names, image_shape, git, processes=1, experts=None):
     """The description of the sets of one condensation run (its iteration filled in by `at_iteration`).
 
-    `settings` are the run's resolved settings (flag -> value), `git` its revision.
+    `settings` are the run's resolved settings (flag -> value), `git` its revision, `processes` how many ran it
+    (a per_class run's set depends on it), `experts` the identity of its expert folder ({folder, manifest}; None for
+    plain DM).
     """
     described = {k: settings[k] for k in IDENTITY + DECODING + PROTOCOL + LOCATION}
     described["data_dir"] = os.path.abspath(settings["data_dir"])
     method = {k: v for k, v in sorted(settings.items()) if k not in NOT_METHOD | set(described)}
     return {"settings": described, "classes": list(class_names), "image_shape": list(image_shape),
             "ipc": settings["ipc"], "run": {"folder": os.path.abspath(settings["save_dir"]), "iteration": None,
-                                            "seed": settings["seed"], "git": git, "method": method}}
+                                            "seed": settings["seed"], "git": git, "method": method,
+                                            "processes": processes, "experts": experts}}
 
 
 def at_iteration(description, iteration, **extra):

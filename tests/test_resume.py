@@ -409,3 +409,19 @@ def test_a_folder_in_use_by_a_live_run_is_refused_and_a_dead_runs_lock_is_taken_
         live.wait()
     resume(run, "--niter", "6")  # its process is gone: the lock is stale
     assert state_iter(run) == 6 and not (run / LOCK).exists()
+
+
+def test_a_per_class_run_resumes_only_on_the_process_count_it_ran_on(setup, tmp_path):
+    run = tmp_path / "run"
+    DANCE.main(parse("condense", setup["cond"] + ["--save_dir", str(run), "--niter", "3", "--eval_every", "0"]))
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert state["processes"] == 1
+    description = json.loads((run / "data_3.json").read_text())
+    assert description["run"]["processes"] == 1 and description["run"]["method"]["update"] == "per_class"
+    assert description["run"]["experts"]["folder"] == str(setup["base"] / "experts")
+    assert len(description["run"]["experts"]["manifest"]) == 16
+    state["processes"] = 2
+    torch.save(state, run / "state.pt")
+    with pytest.raises(UserError, match=r"ran on 2 process\(es\).*resume it on 2 \(torchrun --nproc_per_node 2 "
+                                        r"DANCE.py --resume"):
+        resume(run, "--niter", "6")

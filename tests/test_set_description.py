@@ -186,3 +186,24 @@ def test_a_bad_value_in_a_description_is_the_descriptions_fault(runs, tmp_path):
     with pytest.raises(UserError, match=r"set.pt's description \(.*set.json\): --eval_epochs must be at least 1"):
         parse("evaluate", ["--data", str(path)])
     assert parse("evaluate", ["--data", str(path), "--eval_epochs", "3"]).eval_epochs == 3  # a flag wins
+
+
+def test_soft_labels_default_to_the_sets_own_experts_and_records_name_the_teacher(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = str(runs["base"] / "f2" / "data_2.pt")
+    experts = str(runs["base"] / "experts")
+    assert read_description(path)["run"]["experts"]["folder"] == experts
+    assert parse("evaluate", ["--data", path]).pretrain_dir == experts
+    assert parse("evaluate", ["--data", path, "--pretrain_dir", str(tmp_path)]).pretrain_dir == str(tmp_path)
+    args = parse("evaluate", ["--data", path, "--labels", "soft", "--runs", "1", "--device", "cpu", "--eval_epochs",
+                              "1"])
+    entry, = evaluate.main(args)
+    assert entry["teacher"] == os.path.join(experts, "premodel0_trained.pth.tar")
+    other = tmp_path / "other.pt"
+    torch.save(torch.load(path, weights_only=True), other)
+    desc = read_description(path)
+    desc["run"]["experts"] = {"folder": str(tmp_path / "elsewhere"), "manifest": None}
+    with open(description_path(str(other)), "w") as f:
+        json.dump(desc, f)
+    with pytest.raises(UserError, match="--labels soft: these sets were condensed with different experts"):
+        parse("evaluate", ["--data", path, str(other), "--labels", "soft"])
