@@ -1,6 +1,7 @@
 """evaluate.py --score and --labels soft on a tiny CIFAR-10 fixture: records, the cached whole-set accuracy,
 soft labels through grouped training, and --summarize with the scores and --plot."""
 import re
+
 import pytest
 from PIL import Image
 
