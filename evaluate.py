@@ -137,6 +137,7 @@ class Evaluations:
     def __init__(self, args, world, device, test, info):
         self.args, self.world, self.device, self.test, self.info = args, world, device, test, info
         self.say = print if world.main else (lambda *a, **k: None)
+        self.appended = 0  # records this call wrote (the sets' and, with --score, those of its references)
 
     def train(self, images, labels, network, recipe, description, per_run=None):
         """(key, result) of --runs networks trained on (images, labels) or on per_run(r) (training/set_accuracy.py)."""
@@ -159,6 +160,7 @@ class Evaluations:
     def record(self, entry):
         if self.world.main:
             record_evaluation(self.args.results, entry)
+        self.appended += 1
 
     def reused_or_trained(self, name, what, data, ipc, label, network, recipe, description, origin=None, once=False):
         """An evaluation --score needs: its record in --results when there is one (with --runs runs, or any number
@@ -254,8 +256,10 @@ def evaluate_all(args, world, device):
     say("\n" + summary_table(entries))
     if args.score:
         say("\nDD-Ranking scores (fractions, mean +- std over runs):\n" + score_table(entries))
-    say(f"\n{len(entries)} evaluation(s) appended to {args.results} (python evaluate.py --summarize "
-        f"{args.results} shows them all)")
+    say(f"\n{ev.appended} evaluation(s) appended to {args.results}" +
+        (f" ({len(entries)} of the sets, {ev.appended - len(entries)} of the references --score trained)"
+         if ev.appended > len(entries) else "") +
+        f" (python evaluate.py --summarize {args.results} shows them all)")
     return entries
 
 

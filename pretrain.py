@@ -16,7 +16,7 @@ import time
 
 from tqdm import tqdm
 
-from arguments import parse
+from arguments import config_view, parse
 from arguments.values import dataset_tag, expert_recipe, holdout_split, load_data, network_of, split_off_holdout
 from condense.expert_folder import (checkpoint_path, discard, is_finished, load_progress, new_manifest, open_manifest,
                                     progress_path, record_experts)
@@ -102,7 +102,8 @@ def train_all(args, world, device):
     world.barrier()  # the folder exists (and holds no stale temporary files) before any rank writes to it
     log = rank_log(world, Logger(args.pretrain_dir))
     log(f"pretrain {dataset_tag(args)} on {device}"
-        f"{f' (rank {world.rank} of {world.size})' if world.size > 1 else ''}, git {git_revision()}: {vars(args)}")
+        f"{f' (rank {world.rank} of {world.size})' if world.size > 1 else ''}, git {git_revision()}: "
+        f"{config_view('pretrain', args)}")  # the settings that apply (not -d imagenet's --nclass for a folder)
     if world.main:
         atomic_write_json(vars(args), os.path.join(args.pretrain_dir, "args.json"))
     todo = []

@@ -48,6 +48,10 @@ def test_pipeline_runs_on_every_dataset_fixture(name, tmp_path, monkeypatch):
     assert set(manifest["experts"]) == {"0"} and manifest["network"]["net_type"] in ("convnet", "resnet_ap")
     for stage in ("init", "trained"):
         assert (tmp_path / "experts" / f"premodel0_{stage}.pth.tar").is_file()
+    logged = (tmp_path / "experts" / "log.txt").read_text().splitlines()[0]
+    assert name == "imagenet" or "'nclass': 10," not in logged  # no --nclass default logged for other datasets
+    if name == "folder":
+        assert "'detected': {'nclass': 3," in logged  # a folder's own class count
 
     DANCE.main(parse("condense", cond))
     run = tmp_path / "run"

@@ -43,11 +43,13 @@ def test_score_records_and_reuses_the_whole_training_set(cifar, tmp_path, capsys
     assert score["ior"]["runs"][0] == pytest.approx((first["final"][0] - score_runs(tmp_path, "score:random")[0]) / 100)
     out = capsys.readouterr().out
     assert "DD-Ranking: IOR" in out and "HLR" in out and "LRS" in out
+    assert "3 evaluation(s) appended to " in out and "(1 of the sets, 2 of the references --score trained)" in out
     trained.clear()
     second, = evaluate.main(parse("evaluate", argv + ["--data", str(tmp_path / "set_ipc2.pt"), "--score"]))
     assert trained == [20, "per run"]  # the whole training set is not trained again
     out = capsys.readouterr().out
     assert "the whole training set (once per dataset, network and protocol): 2 run(s) recorded" in out
+    assert "2 evaluation(s) appended to " in out  # the set and its random subsets; the whole set was reused
     assert second["score"]["acc"]["full"] == score["acc"]["full"]
     records = read_lines(str(tmp_path / "results" / "evaluations.jsonl"))
     assert [r["set"] for r in records].count("score:full") == 1
