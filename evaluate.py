@@ -113,6 +113,21 @@ def main(args):
         return evaluate_all(args, world, device)
 
 
+def data_of_the_sets(args):
+    """load_data(args); when the data cannot be read and a set's description chose it, the error says so."""
+    try:
+        return load_data(args)
+    except UserError as e:
+        for path in args.data or []:
+            described = (read_description(path) or {}).get("settings", {})
+            here = (described.get("dataset"), described.get("data_dir"))
+            if here == (args.dataset, os.path.abspath(args.data_dir)):
+                raise UserError(f"{e} (-d {args.dataset} and --data_dir {args.data_dir} come from {path}'s "
+                                f"description, {os.path.splitext(path)[0]}.json: give --data_dir where that data lives "
+                                f"now)") from None
+        raise
+
+
 def load_teacher(args, info, device):
     """(expert 0 of --pretrain_dir in eval mode, its file's identity) for --labels soft; (None, None) for hard."""
     if args.labels != "soft":
@@ -155,7 +170,8 @@ class Evaluations:
         return {"set": name, "key": key, "dataset": d["dataset"], "ipc": ipc, "factor": d["factor"],
                 "decode_type": d["decode_type"], "network": label, "network_config": d["network"],
                 "protocol": d["protocol"], "seed": self.args.seed, "labels": d["protocol"].get("labels", "hard"),
-                **({"teacher": d["teacher"][0]} if d.get("teacher") else {}), **origin, "git": git_revision(), "time": time.strftime("%Y-%m-%d %H:%M:%S"), **result}
+                **({"teacher": d["teacher"][0]} if d.get("teacher") else {}), **origin, "git": git_revision(),
+                "time": time.strftime("%Y-%m-%d %H:%M:%S"), **result}
 
     def record(self, entry):
         if self.world.main:
@@ -222,7 +238,7 @@ def evaluate_all(args, world, device):
     if (args.data is None) == (args.baseline is None):
         raise UserError("pass either --data PATH.pt (sets written by DANCE.py) or --baseline random|herding|"
                         "kcenter|full")
-    train, test, info = load_data(args)
+    train, test, info = data_of_the_sets(args)
     test = test.to(device)
     teacher, teacher_id = load_teacher(args, info, device)  # a missing expert is refused before any training
     sets = real_sets(args, train, info, device) if args.baseline else condensed_sets(args, info, device)

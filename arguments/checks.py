@@ -79,8 +79,8 @@ def _float_ranges(script, a):
         ranges.append(("val_split", 0 <= a.val_split < 1, "lie in [0, 1) (0: no held-out split)"))
     if script == "evaluate":
         ranges.append(("temperature", TEMPERATURES[0] <= a.temperature <= TEMPERATURES[1],
-                       f"lie in [{TEMPERATURES[0]:g}, {TEMPERATURES[1]:g}] (a distillation temperature; 1-20 are usual: "
-                       f"far below, the loss's gradient vanishes, far above, its T^2 factor overflows)"))
+                       f"lie in [{TEMPERATURES[0]:g}, {TEMPERATURES[1]:g}] (a distillation temperature; 1-20 are "
+                       f"usual: far below, the loss's gradient vanishes, far above, its T^2 factor overflows)"))
     if script == "condense":
         ranges += [("lr_img_per_ipc", a.lr_img_per_ipc is None or a.lr_img_per_ipc > 0, "be positive"),
                    ("lr_img", a.lr_img > 0, "be positive"),

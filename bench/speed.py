@@ -336,7 +336,8 @@ def main():
     p.add_argument("--sections", default="condense,train", help="comma-separated: condense, train")
     p.add_argument("--aligns", nargs="+", default=["mean"], choices=["mean", "mmd", "cf", "moments"],
                    help="condensation rows of these --align values too (fp32, eager, the first allocator)")
-    p.add_argument("--ipcs", type=int, nargs="+", default=None, help="condensation IPCs (default 1 10 50; --quick 1 10)")
+    p.add_argument("--ipcs", type=int, nargs="+", default=None,
+                   help="condensation IPCs (default 1 10 50; --quick 1 10)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--cf_frequencies", type=int, default=1024, help="cf's frequencies in the --aligns rows")
     p.add_argument("--allocators", nargs="+", default=["0", "1", "all"], choices=["0", "1", "all"],

@@ -207,3 +207,18 @@ def test_soft_labels_default_to_the_sets_own_experts_and_records_name_the_teache
         json.dump(desc, f)
     with pytest.raises(UserError, match="--labels soft: these sets were condensed with different experts"):
         parse("evaluate", ["--data", path, str(other), "--labels", "soft"])
+
+
+def test_data_a_description_chose_and_that_is_gone_is_named_as_the_descriptions(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = str(runs["base"] / "f2" / "data_2.pt")
+    moved = tmp_path / "set.pt"
+    torch.save(torch.load(source, weights_only=True), moved)
+    desc = read_description(source)
+    desc["settings"]["data_dir"] = str(tmp_path / "gone")
+    with open(description_path(str(moved)), "w") as f:
+        json.dump(desc, f)
+    with pytest.raises(UserError) as e:
+        evaluate.main(parse("evaluate", ["--data", str(moved), "--runs", "1", "--device", "cpu"]))
+    assert "not found under" in str(e.value) and f"come from {moved}'s description" in str(e.value)
+    assert "give --data_dir where that data lives now" in str(e.value)
