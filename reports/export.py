@@ -74,7 +74,8 @@ def _write_set(root, images, labels, info, soft_labels):
 
 
 def export_set(folder, name, images, labels, info, soft_labels=None):
-    """Write one set under folder/name, replacing an earlier export of that name; returns its manifest entry.
+    """Write one set under folder/name, replacing an earlier export of that name (export_sets only reuses a name for
+    the same source set); returns its manifest entry.
 
     The set is written into a temp folder beside it and renamed into place, so folder/name is the old export or the
     whole new one; only a kill between the two renames leaves the old one aside as a temp folder.
@@ -104,7 +105,9 @@ def export_set(folder, name, images, labels, info, soft_labels=None):
 def export_sets(folder, sets, info):
     """Export every (name, images, labels, soft_labels or None, source) in `sets`; returns the folders written.
 
-    Stale temp folders of a killed export are removed first; export.json lists every set the folder holds.
+    Stale temp folders of a killed export are removed first; export.json lists every set the folder holds. A set
+    exported again replaces its own earlier export; another set whose folder name would be the same gets the next
+    free one (name_2, name_3, ...), so no export ever replaces another set's.
     """
     os.makedirs(folder, exist_ok=True)
     for leftover in os.listdir(folder):
@@ -114,9 +117,12 @@ def export_sets(folder, sets, info):
     written = []
     taken = set()
     for set_name, images, labels, soft_labels, source in sets:
-        name = export_name(set_name)
-        while name in taken:
-            name += "_"
+        source = os.path.abspath(source) if str(source).endswith(".pt") else source
+        name = base = export_name(set_name)
+        k = 1
+        while name in taken or manifest["sets"].get(name, {}).get("source", source) != source:
+            k += 1  # another set's export by that name is kept: this one gets the next free name
+            name = f"{base}_{k}"
         taken.add(name)
         entry = export_set(folder, name, images, labels, info, soft_labels)
         manifest["sets"][name] = {"source": source, "dataset": info.name, "soft_labels": soft_labels is not None,

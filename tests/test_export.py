@@ -59,6 +59,20 @@ def test_export_replaces_its_own_sets_and_refuses_a_foreign_folder(cifar, tmp_pa
         parse("evaluate", cifar + ["--data", str(tmp_path / "run" / "data_5.pt"), "--export", str(tmp_path / "mine")])
 
 
+def test_an_export_never_replaces_another_sets_export_of_the_same_name(cifar, tmp_path):
+    out = tmp_path / "exported"
+    other = tmp_path / "elsewhere" / "run" / "data_5.pt"  # the same <run>_<set> name, another set
+    SyntheticSet(10, 2, 3, 32, seed=7).save(str(other))
+    first, = evaluate.main(parse("evaluate", cifar + ["--data", str(tmp_path / "run" / "data_5.pt"), "--export",
+                                                      str(out)]))
+    second, = evaluate.main(parse("evaluate", cifar + ["--data", str(other), "--export", str(out)]))
+    assert (first, second) == (str(out / "run_data_5"), str(out / "run_data_5_2"))
+    ours = torch.load(out / "run_data_5" / "tensors.pt", weights_only=True)["images"]
+    assert torch.equal(ours, torch.load(tmp_path / "run" / "data_5.pt", weights_only=True)[0])
+    again, = evaluate.main(parse("evaluate", cifar + ["--data", str(other), "--export", str(out)]))
+    assert again == second and sorted(os.listdir(out)) == ["export.json", "run_data_5", "run_data_5_2"]
+
+
 def test_export_with_soft_labels_holds_the_teachers_logits(cifar, tmp_path):
     experts = str(tmp_path / "experts")
     pretrain.main(parse("pretrain", cifar + ["--pretrain_amount", "1", "--pretrain_epochs", "1", "--pretrain_dir",
