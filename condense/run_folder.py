@@ -100,8 +100,10 @@ def lock_folder(folder):
             except UserError:
                 owner = {}  # a lock cut short by a kill
             if owner.get("pid") != me["pid"] and _alive(owner):
+                elsewhere = "" if owner.get("host") == me["host"] else (
+                    f"; if it is gone (killed on that machine, which this one cannot check), delete {path}")
                 raise UserError(f"{folder} is in use by process {owner.get('pid')} on {owner.get('host')} (its "
-                                f"{LOCK}); wait for that run to end, or pass another --save_dir") from None
+                                f"{LOCK}); wait for that run to end, or pass another --save_dir{elsewhere}") from None
             os.remove(path)  # stale: its process is gone
             continue
         with os.fdopen(fd, "w") as f:

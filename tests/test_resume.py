@@ -409,6 +409,9 @@ def test_a_folder_in_use_by_a_live_run_is_refused_and_a_dead_runs_lock_is_taken_
         live.wait()
     resume(run, "--niter", "6")  # its process is gone: the lock is stale
     assert state_iter(run) == 6 and not (run / LOCK).exists()
+    (run / LOCK).write_text(json.dumps({**owner, "host": "another-node"}))  # cannot be checked from here
+    with pytest.raises(UserError, match=r"on another-node .*if it is gone \(killed on that machine.*delete .*run.lock"):
+        resume(run, "--niter", "7")
 
 
 def test_a_per_class_run_resumes_only_on_the_process_count_it_ran_on(setup, tmp_path):
