@@ -23,7 +23,7 @@ from arguments.values import dataset_tag, eval_protocol, ipc_epochs, load_data, 
 from condense.expert_folder import trained_expert
 from data.coreset import real_subset
 from data.sampler import require_per_class
-from data.set_files import PROTOCOL, check_classes, load_set, read_description, run_origin
+from data.set_files import PROTOCOL, check_classes, check_ipc, load_set, read_description, run_origin
 from data.synthetic import SyntheticSet
 from models import MODELS, check_network, network_config
 from reports.dd_ranking import dd_ranking_scores, random_subsets, score_line, score_table
@@ -96,6 +96,7 @@ def condensed_sets(args, info, device):
         description = read_description(path)
         check_classes(path, description, info.class_names)
         data, ipc = load_set(path, info.nclass, info.channels, info.size)
+        check_ipc(path, description, ipc)
         synset = SyntheticSet(info.nclass, ipc, info.channels, info.size, factor, decode_type, device, data=data)
         stat = os.stat(path)
         sets.append(EvalSet(path, *synset.decoded(), ipc, [os.path.abspath(path), stat.st_size, stat.st_mtime_ns],

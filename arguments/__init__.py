@@ -38,8 +38,9 @@ def _common(p):
                         "folders in train/ for all of them (ImageNet-1K: 1000)")
     g.add_argument("--phase", type=int, default=0, help="imagenet only: which slice of nclass classes")
     g.add_argument("--size", type=int, default=None,
-                   help="image-file datasets (folder, tinyimagenet, the ImageNet family): resize to size x size "
-                        "(default: folder 32, else the dataset's own size)")
+                   help="image-file datasets (folder, tinyimagenet, the ImageNet family) and patches: resize to "
+                        "size x size (patches: cut at that size; default: folder 32, patches 16, else the dataset's "
+                        "own size)")
 
     g = p.add_argument_group("network")
     g.add_argument("-n", "--net_type", default="convnet", help=f"one of: {', '.join(NET_TYPES)}")
@@ -284,7 +285,11 @@ def _resolve(script, a, explicit):
 def _resumed(parser, explicit):
     """The settings of the run in --resume RUN_DIR (its args.json), with the harmless flags given now on top."""
     run = explicit["resume"]
-    saved = read_json(os.path.join(run, "args.json"))
+    try:
+        saved = read_json(os.path.join(run, "args.json"))
+    except UserError:
+        raise UserError(f"--resume {run}: its args.json (the run's settings) is unreadable; restore it from a copy (the "
+                        f"same settings are in state.pt's 'args') or start a new run") from None
     if saved is None:
         raise UserError(f"--resume {run}: no args.json there; pass the folder of a DANCE.py run (its --save_dir)")
     defaults = vars(parser.parse_args([]))  # settings added since that run started keep their defaults

@@ -208,6 +208,9 @@ def check_explicit(script, a, explicit):
         if script == "condense" and key in explicit and a.align != align:
             raise UserError(f"--{key} is a setting of --align {align}, and this run aligns with {a.align}; add "
                             f"--align {align} or drop it")
+    if script == "condense" and "lr_img" in explicit and "lr_img_per_ipc" in explicit:
+        raise UserError("--lr_img and --lr_img_per_ipc both set the image learning rate (lr_img = lr_img_per_ipc x "
+                        "ipc); give one of them")
     if script == "condense" and "class_chunk" in explicit and a.update != "joint":
         raise UserError("--class_chunk applies to --update joint only (per_class steps one class at a time); add "
                         "--update joint or drop it")
@@ -228,6 +231,11 @@ def _evaluate_combinations(a, explicit):
                         "score a condensed set (--data) or a random/herding/kcenter baseline")
     if a.export and (a.score or a.summarize):
         raise UserError("--export only writes the sets (no training); run --score or --summarize in another call")
+    if a.summarize and a.score:
+        raise UserError("--summarize only reads a results file (no training), and its tables show the scores "
+                        "recorded there; drop --score, or score sets with --data ... --score")
+    if a.eval_nets is not None and not [n for n in str(a.eval_nets).split(",") if n.strip()]:
+        raise UserError("--eval_nets is empty; name the networks (e.g. --eval_nets convnet,resnet_ap) or drop it")
 
 
 def check_data_fit(a, info):

@@ -444,7 +444,7 @@ def _spec_and_root(name, root, size):
     spec = DATASETS[name]
     if size is not None and not spec.resizable and size != spec.size:
         raise UserError(f"{name} images are {spec.size}x{spec.size}; --size {size} applies only to image-folder "
-                        f"datasets: drop it")
+                        f"datasets and patches: drop it")
     if spec.needs_root:
         if not root:
             raise UserError(f"{name} needs a data folder; pass --data_dir")

@@ -132,10 +132,25 @@ def check_described_values(path, settings, flags):
 def check_classes(path, description, class_names):
     """Refuse to evaluate a set on other classes than it was condensed from."""
     classes = (description or {}).get("classes")
-    if classes is not None and list(classes) != list(class_names):
-        raise UserError(f"{path} was condensed from classes {classes[:3]}..., but the dataset loaded now has "
-                        f"{list(class_names)[:3]}...; evaluate it on the data it was condensed from (or move its "
-                        f"description, {description_path(path)}, away if it is wrong)")
+    if classes is None or list(classes) == list(class_names):
+        return
+    classes, names = [str(c) for c in classes], [str(n) for n in class_names]
+    if len(classes) != len(names):
+        raise UserError(f"{path}'s description ({description_path(path)}) lists {len(classes)} classes, but the set "
+                        f"is evaluated on data with {len(names)}: fix or remove the description (then pass -d and "
+                        f"--data_dir), or evaluate it on the data it was condensed from")
+    i = next(i for i, (a, b) in enumerate(zip(classes, names)) if a != b)
+    raise UserError(f"{path} was condensed from other classes than the data loaded now (class {i}: '{classes[i]}' in "
+                    f"its description, {description_path(path)}, '{names[i]}' now); evaluate it on the data it was "
+                    f"condensed from, or fix that description if it is wrong")
+
+
+def check_ipc(path, description, ipc):
+    """Refuse a set whose description states another ipc than its tensor holds."""
+    stated = (description or {}).get("ipc")
+    if stated is not None and stated != ipc:
+        raise UserError(f"{path}'s description ({description_path(path)}) says ipc {stated}, but the set holds {ipc} "
+                        f"image(s) per class; fix or remove the description")
 
 
 def run_origin(description):

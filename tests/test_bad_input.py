@@ -55,6 +55,8 @@ def inputs(tmp_path_factory):
     SyntheticSet(10, 1, 1, 16).save(str(base / "edited.pt"))
     describe(str(base / "edited.pt"), factor="two")
     (base / "sets").mkdir()
+    (base / "broken_run").mkdir()
+    (base / "broken_run" / "args.json").write_text('{"dataset": "digits",\n')  # cut short
     return base
 
 
@@ -107,6 +109,8 @@ CASES = [
     # DANCE.py: the method's flags, their fit to the data, the run folder
     ("condense", ["--niter", "0"], "--niter must be at least 1 (got 0); data_0.pt, the initial set, is saved"),
     ("condense", ["--class_chunk", "2"], "--class_chunk applies to --update joint only"),
+    ("condense", ["--lr_img", "0.01", "--lr_img_per_ipc", "0.02"], "--lr_img and --lr_img_per_ipc both set the image"),
+    ("condense", ["--resume", "{inputs}/broken_run"], "its args.json (the run's settings) is unreadable; restore it"),
     ("condense", ["--lr_img", "nan"], "--lr_img must be a finite number"),
     ("condense", ["--lr_img", "0"], "--lr_img must be positive"),
     ("condense", ["--lr_img_per_ipc", "-1"], "--lr_img_per_ipc must be positive"),
@@ -159,6 +163,8 @@ CASES = [
     ("evaluate", ["--data", "{inputs}/plain.pt", "--labels", "soft", "--temperature", "inf"],
      "--temperature must be a finite number"),
     ("evaluate", ["--data", "{inputs}/plain.pt", "--temperature", "2"], "--temperature applies to --labels soft only"),
+    ("evaluate", ["--data", "{inputs}/plain.pt", "--eval_nets", ""], "--eval_nets is empty; name the networks"),
+    ("evaluate", ["--summarize", "{inputs}/notes.jsonl", "--score"], "--summarize only reads a results file"),
     ("evaluate", ["--data", "{inputs}/plain.pt", "--labels", "fuzzy"], "argument --labels: invalid choice: 'fuzzy'"),
     ("evaluate", ["--data", "{inputs}/plain.pt", "--labels", "soft", "--pretrain_dir", "{inputs}/sets"],
      "--labels soft trains on expert 0's predictions, and {inputs}/sets/premodel0_trained.pth.tar is missing; run: "

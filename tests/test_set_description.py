@@ -222,3 +222,20 @@ def test_data_a_description_chose_and_that_is_gone_is_named_as_the_descriptions(
         evaluate.main(parse("evaluate", ["--data", str(moved), "--runs", "1", "--device", "cpu"]))
     assert "not found under" in str(e.value) and f"come from {moved}'s description" in str(e.value)
     assert "give --data_dir where that data lives now" in str(e.value)
+
+
+def test_a_description_that_disagrees_with_its_set_is_named_as_the_fault(tmp_path):
+    from data.set_files import check_classes, check_ipc
+
+    path = str(tmp_path / "s.pt")
+    names = [str(c) for c in range(10)]
+    with pytest.raises(UserError, match=r"s.pt's description \(.*s.json\) lists 4 classes, but the set is evaluated "
+                                        r"on data with 10: fix or remove the description"):
+        check_classes(path, {"classes": names[:4]}, names)
+    with pytest.raises(UserError, match=r"class 3: 'x' in its description, .*s.json, '3' now"):
+        check_classes(path, {"classes": names[:3] + ["x"] + names[4:]}, names)
+    check_classes(path, {"classes": names}, names)
+    check_classes(path, None, names)
+    with pytest.raises(UserError, match=r"s.json\) says ipc 7, but the set holds 1 image\(s\) per class"):
+        check_ipc(path, {"ipc": 7}, 1)
+    check_ipc(path, {"ipc": 1}, 1)
