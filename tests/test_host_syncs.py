@@ -25,8 +25,14 @@ def experts(tmp_path_factory):
     return base, common
 
 
-@pytest.mark.parametrize("update, premodels", [("per_class", "1"), ("joint", "1"), ("per_class", "0")])
-def test_at_most_one_host_read_per_iteration(experts, monkeypatch, update, premodels):
+@pytest.mark.parametrize("update, premodels, align", [("per_class", "1", []), ("joint", "1", []),
+                                                     ("per_class", "0", []),
+                                                     ("joint", "1", ["--align", "mmd"]),
+                                                     ("per_class", "1", ["--align", "cf", "--cf_frequencies", "64"]),
+                                                     ("joint", "1", ["--align", "cf", "--cf_frequencies", "64",
+                                                                     "--cf_sampling_net"]),
+                                                     ("joint", "1", ["--align", "moments"])])
+def test_at_most_one_host_read_per_iteration(experts, monkeypatch, update, premodels, align):
     base, common = experts
     monkeypatch.setattr(bookkeeping, "LOG_EVERY", 1000)  # log steps: the first and the last iteration only
     prof = profile(activities=[ProfilerActivity.CPU])
@@ -39,7 +45,7 @@ def test_at_most_one_host_read_per_iteration(experts, monkeypatch, update, premo
 
     argv = common + ["--ipc", "1", "--factor", "2", "--niter", "8", "--eval_every", "0", "--ckpt_every", "0",
                      "--num_premodel", premodels, "--update", update, "--batch_real", "4",
-                     "--save_dir", str(base / f"run_{update}_{premodels}")]
+                     "--save_dir", str(base / f"run_{update}_{premodels}_{'_'.join(align)}")] + align
     DANCE.main(parse("condense", argv), on_iteration=hook)
     reads = sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense")
     assert reads <= LAST - FIRST, f"{reads} host reads in {LAST - FIRST} iterations"
