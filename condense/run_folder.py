@@ -134,13 +134,6 @@ class Run:
         self.state = load_state(folder, settings) if resume else None
         if self.state is not None:
             self.check_state(shape)  # before anything in the folder is written
-            ran_on = self.state.get("processes", 1)
-            if settings.get("update") == "per_class" and ran_on != world.size:
-                raise UserError(f"--resume: this --update per_class run ran on {ran_on} process(es), and its momentum "
-                                f"steps once per class of each process's share, so {world.size} would continue "
-                                f"another schedule; resume it on {ran_on} (" + (
-                                    f"torchrun --nproc_per_node {ran_on} DANCE.py --resume {folder}" if ran_on > 1
-                                    else f"python DANCE.py --resume {folder}") + ")")
         world.barrier()  # every rank has read the folder before rank 0 writes to it
         self.release = lambda: None
         if world.main:
@@ -169,9 +162,16 @@ class Run:
         return bool(self.state and self.state["done"] and self.state["next_iter"] == self.settings["niter"])
 
     def check_state(self, shape):
-        """Refuse a state.pt whose set or momentum is not `shape` (all classes' storage) or holds NaN or Inf, before
-        any of it is used: it cannot continue this run."""
+        """Refuse a state.pt that cannot continue this run, before any of it is used: its set or momentum is not
+        `shape` (all classes' storage) or holds NaN or Inf, or a per_class run would continue on another number of
+        processes (its momentum steps once per class of each process's share: another schedule)."""
         path, state = os.path.join(self.folder, STATE), self.state
+        ran_on = state.get("processes", 1)
+        if self.settings.get("update") == "per_class" and ran_on != self.world.size:
+            again = (f"torchrun --nproc_per_node {ran_on} DANCE.py" if ran_on > 1 else "python DANCE.py")
+            raise UserError(f"--resume: this --update per_class run ran on {ran_on} process(es), and its momentum "
+                            f"steps once per class of each process's share, so {self.world.size} would continue "
+                            f"another schedule; resume it on {ran_on} ({again} --resume {self.folder})")
         saved = [int(n[5:-3]) for n in os.listdir(self.folder) if re.fullmatch(r"data_\d+\.pt", n)]
         fresh = "start a new run with a new --save_dir" + (
             f" (this run's last saved set, {os.path.join(self.folder, f'data_{max(saved)}.pt')}, stays as it is)"
