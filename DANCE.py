@@ -13,8 +13,9 @@ run's folder, log, evaluations and checkpoints in condense/bookkeeping.py.
 import torch
 
 from arguments import parse
-from arguments.values import (dataset_tag, default_pretrain_dir, eval_protocol, holdout_split, learned_frequencies,
-                              load_data, network_of, pretrain_command, split_off_holdout, update_settings)
+from arguments.values import (condensation_compile, dataset_tag, default_pretrain_dir, eval_protocol, holdout_split,
+                              learned_frequencies, load_data, network_of, pretrain_command, split_off_holdout,
+                              update_settings)
 from condense.bookkeeping import Bookkeeping, PeriodicEvaluation, Schedule
 from condense.encoders import ExpertBank, RandomEncoders
 from condense.expert_folder import folder_identity
@@ -28,7 +29,7 @@ from data.synthetic import SyntheticSet
 from models import check_network
 from training.distributed import torchrun_session
 from training.set_accuracy import eval_recipe
-from utils import git_revision, run_cli, seed_everything, select_device
+from utils import git_revision, precision_line, run_cli, seed_everything, select_device
 
 
 def condensation_data(args, device):
@@ -44,19 +45,20 @@ def condensation_data(args, device):
     return train, None if val is None else val.to(device), test.to(device), info
 
 
-def encoder_source(args, network, device):
+def encoder_source(args, network, device, compile):
     """DANCE's expert bank (experts 0..num_premodel-1 of --pretrain_dir), or plain DM's random networks (0)."""
     if args.num_premodel == 0:
-        return RandomEncoders(network, device, args.seed, args.compile)
+        return RandomEncoders(network, device, args.seed, compile)
     fresh = default_pretrain_dir(args)
     split_hint = (f"train experts with the same split: {pretrain_command(args, args.num_premodel, fresh)}, then "
                   f"pass --pretrain_dir {fresh}")
     return ExpertBank(args.pretrain_dir, args.num_premodel, network, device, pretrain_command(args, args.num_premodel),
-                      holdout_split(args), split_hint, args.compile, args.seed, args.lam_min, args.lam_max)
+                      holdout_split(args), split_hint, compile, args.seed, args.lam_min, args.lam_max)
 
 
-def bookkeeping(args, world, device, info, network, val, test):
-    """The run's folder (created now: every input was checked) and its books."""
+def bookkeeping(args, world, device, info, network, val, test, fast):
+    """The run's folder (created now: every input was checked) and its books; `fast`: the compile decisions
+    (condensation networks, evaluation networks), each (bool, why)."""
     git, settings = git_revision(), dict(vars(args))
     run = Run(args.save_dir, settings, bool(args.resume), world, (info.nclass * args.ipc, info.channels, info.size,
                                                                    info.size))
@@ -64,7 +66,9 @@ def bookkeeping(args, world, device, info, network, val, test):
             (f", {world.size} processes, classes split in contiguous shares" if world.size > 1 else ""))
     if args.num_premodel == 0:
         run.log("num_premodel 0: plain DM (a fresh random network per iteration, no calibration)")
-    recipe = eval_recipe(eval_protocol(args), args.eval_epochs, args.compile)
+    run.log(f"{precision_line(args.precision, device)}; compile: condensation networks {fast[0][1]}" +
+            (f", evaluation networks {fast[1][1]}" if args.eval_every else ""))
+    recipe = eval_recipe(eval_protocol(args), args.eval_epochs, fast[1][0])
     evaluation = PeriodicEvaluation(test, val, network, recipe, args.eval_runs, args.parallel, args.seed, args.select_by)
     experts = folder_identity(args.pretrain_dir) if args.num_premodel else None
     description = describe_run(settings, info.class_names, (info.channels, info.size, info.size), git, world.size,
@@ -89,14 +93,15 @@ def condense(args, world, device, on_iteration=None):
     sampler = ClassSampler(train, info.nclass, args.batch_real, device, seed=args.seed, classes=range(first, end))
     network = network_of(args, info)
     check_network(network)
-    encoders = encoder_source(args, network, device)
+    fast = condensation_compile(args, device, network, info, len(test), world.size)
+    encoders = encoder_source(args, network, device, fast[0][0])
 
     # The synthetic set of this rank's classes and its one optimiser; the run starts (or resumes) it.
     synset = SyntheticSet(end - first, args.ipc, info.channels, info.size, args.factor, args.decode_type, device,
                           first_class=first, seed=args.seed)
     optimizer = torch.optim.SGD([synset.data], lr=args.lr_img, momentum=args.mom_img)
     adversary = learned_frequencies(args, network, device, world)  # NCFM's sampling network, with --cf_sampling_net
-    books = bookkeeping(args, world, device, info, network, val, test)
+    books = bookkeeping(args, world, device, info, network, val, test, fast)
     if not books.start(synset, optimizer, sampler, args.init, {"frequency_network": adversary} if adversary else None):
         return synset
     dsa, draws = DiffAug(args.aug_type, batch=True), IterationDraws(args.seed, info.nclass, device)

@@ -19,7 +19,8 @@ import os
 import time
 
 from arguments import parse
-from arguments.values import dataset_tag, eval_protocol, ipc_epochs, load_data, network_of, pretrain_command
+from arguments.values import (dataset_tag, eval_protocol, evaluation_compile, ipc_epochs, load_data, network_of,
+                              pretrain_command)
 from condense.expert_folder import trained_expert
 from data.coreset import real_subset
 from data.sampler import require_per_class
@@ -33,7 +34,7 @@ from reports.records import (evaluation_key, finished_runs, latest_record, load_
                              summarize, summary, summary_table)
 from training.distributed import torchrun_session
 from training.set_accuracy import eval_recipe, evaluate_set
-from utils import UserError, git_revision, run_cli, seed_everything, select_device
+from utils import UserError, git_revision, precision_line, run_cli, seed_everything, select_device
 
 DEFAULT_DEPTH = {"resnet_ap": 10, "resnet": 18}  # when --eval_nets names a ResNet without a depth
 
@@ -221,6 +222,16 @@ def score_set(ev, train, s, label, network, recipe, hard_recipe, result, teacher
                              full["mean"])
 
 
+def job_trainings(args, world, s, train, teacher):
+    """(networks this process trains for set `s`, their mean training images): its runs, and with --score the
+    hard-label runs (with a teacher), the random subsets' and the whole training set's (the most, if not reused)."""
+    runs = -(-args.runs // world.size)
+    sizes = [len(s.images)] * runs
+    if args.score:
+        sizes += [len(s.images)] * runs * (2 if teacher is not None else 1) + [len(train)] * runs
+    return len(sizes), sum(sizes) / len(sizes)
+
+
 def export_all(args, sets, info, teacher, device):
     """Write every set under --export (reports/export.py), with the teacher's soft labels when --labels soft."""
     exported = [(s.name, s.images, s.labels, None if teacher is None else
@@ -255,11 +266,14 @@ def evaluate_all(args, world, device):
     say, entries = ev.say, []
     for s, label, network in jobs:
         epochs = s.protocol["eval_epochs"] or ipc_epochs(s.ipc, s.factor, info.nclass)
-        recipe = eval_recipe(s.protocol, epochs, args.compile, teacher, args.temperature)
-        hard_recipe = eval_recipe(s.protocol, epochs, args.compile)
+        compile, why = evaluation_compile(args.compile, device, network, *job_trainings(args, world, s, train, teacher),
+                                          epochs, s.protocol["batch_size"], s.protocol["eval_interval"], len(test))
+        recipe = eval_recipe(s.protocol, epochs, compile, teacher, args.temperature)
+        hard_recipe = eval_recipe(s.protocol, epochs, compile)
         say(f"\n{s.name} ({len(s.images)} training images) on {label}: {recipe.epochs} epochs, "
             f"{args.runs} runs on {device}" + (f" and {world.size - 1} more process(es)" if world.size > 1 else "")
-            + (f", soft labels of {teacher_id[0]} at temperature {args.temperature:g}" if teacher is not None else ""))
+            + (f", soft labels of {teacher_id[0]} at temperature {args.temperature:g}" if teacher is not None else "")
+            + f"; {precision_line(s.protocol['precision'], device)}; compile {why}")
         description = describe(s.identity, dataset_tag(args), s.factor, s.decode_type, network, recipe, args.seed,
                                teacher_id)
         key, result = ev.train(s.images, s.labels, network, recipe, description)

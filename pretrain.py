@@ -17,24 +17,25 @@ import time
 from tqdm import tqdm
 
 from arguments import config_view, parse
-from arguments.values import dataset_tag, expert_recipe, holdout_split, load_data, network_of, split_off_holdout
+from arguments.values import (dataset_tag, expert_compile, expert_recipe, holdout_split, load_data, network_of,
+                              split_off_holdout)
 from condense.expert_folder import (checkpoint_path, discard, is_finished, load_progress, new_manifest, open_manifest,
                                     progress_path, record_experts)
 from models import check_network, make_network
 from training.distributed import torchrun_session
 from training.vectorised import build_networks, fit_group, group_size, groups_of
 from utils import (Logger, UserError, atomic_save, atomic_write_json, git_revision, make_dir, remove_stale_temps,
-                   run_cli, seed_everything, select_device)
+                   precision_line, run_cli, seed_everything, select_device)
 
 
-def train_experts(group, args, network, train, test, info, device, log):
+def train_experts(group, args, network, train, test, info, device, log, compile=False):
     """Train the experts `group` at once (one: alone), continuing from their last saved epoch if any; save init
     and trained weights. Expert i is initialised under seed * 1000 + i, so any one can be retrained alone."""
     models = build_networks(network, device, group, args.seed)
     for index, model in zip(group, models):
         # the init is a function of the seed, so rewriting it on resume also repairs a damaged copy
         atomic_save(model.state_dict(), checkpoint_path(args.pretrain_dir, index, "init"))
-    recipe = expert_recipe(args)
+    recipe = expert_recipe(args, compile)
     seeds = [args.seed * 1000 + i for i in group]
     origin = {"seed": seeds[0] if len(group) == 1 else seeds, "network": network, "recipe": recipe.as_dict()}
     path = progress_path(args.pretrain_dir, group)
@@ -118,8 +119,11 @@ def train_all(args, world, device):
             todo.append(index)
     world.barrier()  # every rank has read the manifest before rank 0 rewrites it
     mine, trained = world.owned(todo), []
+    compile, why = expert_compile(args, device, network, len(mine), len(train), len(test)) if mine else (False, "")
+    if mine:
+        log(f"{precision_line(args.precision, device)}; compile: expert training {why}")
     for group in groups_of(mine, group_size(args.parallel, probe, device, len(mine))):
-        records = train_experts(group, args, network, train, test, info, device, log)
+        records = train_experts(group, args, network, train, test, info, device, log, compile)
         if world.size == 1:
             record_experts(args.pretrain_dir, manifest, records)
             discard(progress_path(args.pretrain_dir, group))  # only once the manifest records the experts

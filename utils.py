@@ -141,6 +141,47 @@ def select_device(name="auto"):
     return torch.device(name)
 
 
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs whose matrix units compute bf16
+CPUINFO = "/proc/cpuinfo"
+
+
+def native_bf16(device):
+    """(True, why) when `device` computes bf16 natively, else (False, why): CUDA compute capability 8.0 or newer;
+    on the CPU, AVX512-BF16 or AMX in /proc/cpuinfo (other systems, and MPS: no). DANCE_NATIVE_BF16=1 or 0 overrides
+    the detection (a virtual machine that hides its CPU flags; one precision across a mixed cluster)."""
+    override = os.environ.get("DANCE_NATIVE_BF16")
+    if override in ("0", "1"):
+        return override == "1", f"DANCE_NATIVE_BF16={override}"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return (major, minor) >= (8, 0), f"CUDA compute capability {major}.{minor}"
+    if device.type != "cpu":
+        return False, f"{device.type} is not checked for native bf16"
+    try:
+        with open(CPUINFO) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False, "the CPU's flags are unreadable (no /proc/cpuinfo)"
+    found = [flag for flag in CPU_BF16_FLAGS if flag in flags]
+    return bool(found), f"CPU flags: {', '.join(found)}" if found else "the CPU has neither AVX512-BF16 nor AMX"
+
+
+def resolve_precision(requested, device):
+    """--precision as run: 'auto' becomes bf16 where `device` computes it natively, fp32 elsewhere."""
+    if requested != "auto":
+        return requested
+    return "bf16" if native_bf16(device)[0] else "fp32"
+
+
+def precision_line(precision, device):
+    """The line a script prints at start: the precision it runs and why that suits (or does not suit) `device`."""
+    native, why = native_bf16(device)
+    if precision == "fp32":
+        return f"precision fp32 ({why}" + ("; bf16 would be faster here: --precision auto or bf16)" if native else ")")
+    return f"precision bf16 autocast ({why}" + ("; --precision fp32 gives the paper's arithmetic)" if native else
+                                                "; without native bf16 it runs emulated, slower than fp32)")
+
+
 TEMP_PREFIX = ".tmp_"
 
 

@@ -21,7 +21,7 @@ from condense.run_folder import RESUMABLE
 from data.datasets import DATASETS, peek_dataset
 from data.set_files import IDENTITY, LOCATION, changed_settings
 from training.recipe import DEFAULT_TEMPERATURE
-from utils import UserError, read_json, select_device
+from utils import UserError, read_json, resolve_precision, select_device
 
 SCRIPTS = ("pretrain", "condense", "evaluate")
 
@@ -72,13 +72,17 @@ def _common(p):
                    help="networks trained at once as one vectorised model: evaluation runs, and experts in "
                         "pretrain.py; 0: all of them where that pays (on the CPU only ConvNets of <= 32 channels), "
                         "1: one after another (each then reproducible on its own)")
-    g.add_argument("--compile", action="store_true",
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default="auto",
                    help="run the networks through torch.compile (condensation encoders and experts, expert and "
-                        "evaluation training): tens of seconds of compilation per process, then 1.3-1.8x faster on "
-                        "the CPU (README, Speed); needs a C++ compiler on the CPU")
-    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="forward passes in fp32, or bf16 autocast (weights, optimiser and synthetic pixels stay fp32): "
-                        "condensation, expert training and evaluation")
+                        "evaluation training): seconds of compilation per batch shape, then 1.3-1.8x faster on the "
+                        "CPU (README, Speed). Default auto: each group of networks is compiled when the run's "
+                        "estimated network time earns the compilation back and a compiler is present; --compile "
+                        "forces it, --no-compile forbids it; a compilation that fails runs eager")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="forward passes in fp32, or bf16 autocast (weights, optimiser and synthetic pixels stay fp32), "
+                        "in condensation, expert training and evaluation. auto: bf16 where the device computes it "
+                        "natively (CUDA compute capability 8.0+, CPUs with AVX512-BF16 or AMX), fp32 elsewhere; "
+                        "--reproduce uses fp32, the paper's arithmetic")
 
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch (0 included), 0..2^32-1")
@@ -249,6 +253,10 @@ def _explicit(parser, argv):
             kwargs = dict(dest=action.dest, default=argparse.SUPPRESS)
             if isinstance(action, argparse._StoreTrueAction):
                 kwargs["action"] = "store_true"
+            elif isinstance(action, argparse.BooleanOptionalAction):
+                kwargs["action"] = argparse.BooleanOptionalAction
+                shadow.add_argument(*[o for o in action.option_strings if not o.startswith("--no-")], **kwargs)
+                continue
             else:
                 kwargs.update(type=action.type, choices=action.choices, nargs=action.nargs)
             shadow.add_argument(*action.option_strings, **kwargs)
@@ -259,6 +267,7 @@ def _resolve(script, a, explicit):
     """Settings derived from others, computed once here and never reassigned later."""
     if a.dsa_strategy is None:
         a.dsa_strategy = DATASETS[a.dataset].eval_dsa
+    a.precision = resolve_precision(a.precision, select_device(a.device))  # recorded as run, never 'auto'
     if script == "condense" and a.eval_epochs is None:
         bound = a.batch_syn_max if a.decode_type == "bound" else 0
         a.eval_epochs = ipc_epochs(a.ipc, a.factor, a.nclass if a.dataset == "imagenet" else 10, bound)

@@ -1,7 +1,6 @@
 """Checks of resolved settings, run before any work: each bad value is one UserError naming the flag and the fix."""
 import math
 import os
-import shutil
 
 from data.augment import DiffAug
 from data.datasets import DATASETS
@@ -9,7 +8,7 @@ from reports.export import check_export_dir
 from reports.plots import picture_format
 from reports.records import check_results_file, runs_path
 from training.distributed import launched
-from utils import UserError, check_device_name, check_output_dir, check_output_file, select_device
+from utils import UserError, check_device_name, check_output_dir, check_output_file
 
 NET_TYPES = ("convnet", "resnet_ap", "resnet", "densenet")
 NORM_TYPES = ("instance", "batch", "layer", "group", "none", "sn")
@@ -21,7 +20,6 @@ MIN_SIZE = 8          # three 2x poolings (ConvNet-3, ResNetAP stems, DenseNet) 
 MAX_SIZE = 1024       # beyond this an image-folder dataset does not fit memory; resize the files first
 MAX_WIDTH = 16        # ConvNet at width 16 already has 2048 channels per layer
 FLOAT32_MAX = 3.4e38  # every float flag ends up in a float32 tensor or optimizer
-CXX = [c for c in (os.environ.get("CXX"), "c++", "g++", "clang++") if c]  # what torch.compile's CPU backend runs
 
 TEMPERATURES = (0.1, 100.0)  # --temperature range where soft-label training is meaningful
 
@@ -158,9 +156,6 @@ def _choices(a):
     if not 0 <= a.seed <= MAX_SEED:
         raise UserError(f"--seed must be an integer in [0, {MAX_SEED}] (got {a.seed})")
     check_device_name(a.device)
-    if a.compile and select_device(a.device).type == "cpu" and not any(shutil.which(c) for c in CXX):
-        raise UserError("--compile on the CPU needs a C++ compiler (torch.compile builds its kernels with one); "
-                        "install g++, or drop --compile")
     if getattr(a, "eval_aug", "dsa") == "imagenet" and DATASETS[a.dataset].channels == 1:
         raise UserError(f"--eval_aug imagenet needs RGB images, but {a.dataset} is grayscale; use --eval_aug dsa")
 

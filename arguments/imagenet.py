@@ -12,7 +12,7 @@ SETTINGS = {
 }
 
 REPRODUCE = {
-    "common": dict(net_type="resnet_ap", depth=10),
+    "common": dict(net_type="resnet_ap", depth=10, precision="fp32"),
     "pretrain": dict(pretrain_amount=5, pretrain_epochs=80, batch_real=128),
     "condense": dict(niter=10000),
 }

@@ -14,6 +14,7 @@ from condense.updates import UpdateSettings
 from data.datasets import DATASETS, holdout, load_dataset
 from data.set_files import PROTOCOL
 from models import network_config, network_probe
+from models.compilation import condensation_work, decide, training_work
 from training.recipe import Recipe
 
 
@@ -104,13 +105,39 @@ def eval_protocol(args):
     return {key: getattr(args, key) for key in PROTOCOL}
 
 
-def expert_recipe(args):
-    """Expert training: per-sample DSA of aug_type (cutout dropped under CutMix), batch batch_real."""
+def expert_recipe(args, compile=False):
+    """Expert training: per-sample DSA of aug_type (cutout dropped under CutMix), batch batch_real; `compile`: the
+    decision of `expert_compile`."""
     ops = [op for op in args.aug_type.split("_") if not (op == "cutout" and args.mixup == "cut")]
     return Recipe(epochs=args.pretrain_epochs, lr=args.lr, momentum=args.momentum,
                   weight_decay=args.weight_decay, batch_size=args.batch_real, dsa_strategy="_".join(ops),
                   mix_p=args.mix_p if args.mixup == "cut" else 0.0, beta=args.beta, eval_interval=0,
-                  precision=args.precision, compile=args.compile)
+                  precision=args.precision, compile=compile)
+
+
+def condensation_compile(args, device, network, info, test_images, world_size=1):
+    """((compile the encoders and experts?, why), (compile the periodic evaluations' networks?, why)) under
+    --compile: the auto decision counts this process's share of the classes over all --niter iterations."""
+    classes = -(-info.nclass // world_size)
+    work = condensation_work(network, args.niter, classes, args.batch_real, args.ipc * args.factor ** 2,
+                             args.iter_calib, args.num_premodel > 0)
+    evaluations = args.niter // args.eval_every if args.eval_every else 0
+    return decide(args.compile, device, work), evaluation_compile(
+        args.compile, device, network, args.eval_runs * evaluations, info.nclass * args.ipc * args.factor ** 2,
+        args.eval_epochs, args.batch_size, args.eval_interval, test_images)
+
+
+def evaluation_compile(mode, device, network, trainings, images, epochs, batch_size, eval_interval, test_images):
+    """(compile the evaluation networks?, why) for `trainings` networks each trained `epochs` epochs on `images`."""
+    tests = (epochs // eval_interval if eval_interval else 0) + 1
+    return decide(mode, device, training_work("evaluation networks", network, trainings, epochs, images, batch_size,
+                                              tests, test_images))
+
+
+def expert_compile(args, device, network, experts, train_images, test_images):
+    """(compile the experts' training?, why) for `experts` experts trained --pretrain_epochs on `train_images`."""
+    return decide(args.compile, device, training_work("expert training", network, experts, args.pretrain_epochs,
+                                                      train_images, args.batch_real, 1, test_images))
 
 
 def alignment(args, sampler=None):

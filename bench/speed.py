@@ -11,6 +11,7 @@ iter_calib 1, factor 2, one expert); --quick shrinks the shapes to check the scr
     python bench/speed.py --against ../old-checkout  # the same children run on another checkout's code too
     python bench/speed.py --compile --allocators 1    # torch.compile rows next to their eager twins
     python bench/speed.py --sections condense --aligns mean mmd cf moments --allocators 1 --ipcs 10 --precisions fp32
+    python bench/speed.py --defaults --ipcs 10       # what a user gets by default, against what it replaces
 
 Columns: CPU seconds (user + system) and wall seconds per iteration / epoch, peak resident memory (CPU) or
 peak allocated memory (GPU), and the host reads per condensation iteration (aten::_local_scalar_dense in a
@@ -252,6 +253,11 @@ def condense_configs(q):
     rows = []
     for ipc in q.ipcs or ((1, 10) if q.quick else (1, 10, 50)):
         for update in ("per_class", "joint"):
+            if q.defaults:
+                rows += default_rows(q, "condense", ipc, {
+                    **shapes, "ipc": ipc, "update": update, "device": q.device, "threads": q.threads,
+                    "iters": q.iters, "class_chunk": q.class_chunk, "align": "mean", "cf_frequencies": 0})
+                continue
             for allocator, precision, compile in (("0", "fp32", False), ("1", "fp32", False), ("all", "fp32", False),
                                                   ("1", "bf16", False), ("1", "fp32", True), ("1", "bf16", True)):
                 if (compile and not q.compile) or allocator not in q.allocators or precision not in q.precisions:
@@ -265,6 +271,41 @@ def condense_configs(q):
     return rows
 
 
+PAPER_ITERATIONS, PAPER_EPOCHS = 10000, 1000  # the runs the default rows decide for: CIFAR-10's paper recipe
+
+
+def default_choices(q, kind, ipc):
+    """(precision, compile) that --precision auto and --compile auto pick on this device for the paper's CIFAR-10
+    run at `ipc` (10,000 condensation iterations; evaluation networks trained 1,000 epochs)."""
+    from models import model_config
+    from models.compilation import condensation_work, decide, training_work
+    from utils import resolve_precision, select_device
+
+    device = select_device(q.device)
+    network = {"net_type": "convnet", "config": model_config("convnet", 10, 3, 32, 3, 1.0)}
+    if kind == "condense":
+        work = condensation_work(network, PAPER_ITERATIONS, 10, 128, ipc * 4, 1, True)
+    else:
+        work = training_work("evaluation networks", network, 5, PAPER_EPOCHS, 10 * ipc * 4, 64, 5, 10000)
+    return resolve_precision("auto", device), decide("auto", device, work)[0]
+
+
+def default_rows(q, kind, ipc, base):
+    """The default next to what it replaces: the official code's arithmetic with the allocator of the time (glibc's),
+    the previous default (fp32, eager), and the default with each fast path turned off."""
+    precision, compile = default_choices(q, kind, ipc)
+    rows = [("official-equivalent (fp32, eager, glibc allocator)", "0", "fp32", False),
+            ("previous default (fp32, eager)", "1", "fp32", False),
+            (f"default ({precision}, {'compiled' if compile else 'eager'})", "1", precision, compile)]
+    if precision != "fp32":
+        rows.append(("default with --precision fp32", "1", "fp32", compile))
+    else:  # no native bf16 here: what forcing it would do
+        rows.append(("default with --precision bf16 (no native bf16 here)", "1", "bf16", compile))
+    if compile and precision != "fp32":  # with fp32 chosen, --no-compile is the previous default
+        rows.append(("default with --no-compile", "1", precision, False))
+    return [({**base, "label": label, "precision": p, "compile": c}, allocator) for label, allocator, p, c in rows]
+
+
 def train_configs(q):
     """Evaluation (condensed sets) and expert training (the whole digits training set), N = 1 and 5."""
     common = {"device": q.device, "threads": q.threads, "precision": "fp32", "batch_size": 64}
@@ -273,6 +314,9 @@ def train_configs(q):
              ("pretraining", "digits", 0, 3)]
     if q.quick:
         cases = [("evaluation", "digits", 10, 10), ("pretraining", "digits", 0, 1)]
+    if q.defaults:  # one evaluation network on a CIFAR-10 IPC 10 set, as the default and what it replaces
+        base = {**common, "what": "evaluation", "shape": "cifar", "ipc": 10, "epochs": 10, "n": 1, "mode": "sequential"}
+        return [(c, allocator, ROOT) for c, allocator in default_rows(q, "train", 10, base)]
     for what, shape, ipc, epochs in cases:
         for n, mode, compile in ((1, "sequential", False), (5, "sequential", False), (5, "together", False),
                                  (1, "sequential", True), (5, "together", True)):
@@ -325,6 +369,20 @@ def condense_table(configs, medians):
     return "\n".join(lines)
 
 
+def defaults_table(configs, medians, unit):
+    """The --defaults rows: each setting's CPU and wall seconds and how many times fewer CPU seconds than the
+    previous default of the same IPC and schedule."""
+    lines = [f"| setting | IPC | schedule | CPU s/{unit} | wall s/{unit} | peak MiB | vs previous default |",
+             "|---|---|---|---|---|---|---|"]
+    previous = {(c["ipc"], c.get("update")): m["cpu_s"] for (c, _, _), m in zip(configs, medians)
+                if c["label"].startswith("previous default")}
+    for (c, _, _), m in zip(configs, medians):
+        ratio = previous[(c["ipc"], c.get("update"))] / m["cpu_s"]
+        lines.append(f"| {c['label']} | {c['ipc']} | {c.get('update', 'evaluation')} | {m['cpu_s']:.3f} | "
+                     f"{m['wall_s']:.3f} | {m['peak_mib']:.0f} | {ratio:.2f}x |")
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -344,6 +402,10 @@ def main():
                    help="DANCE_KEEP_MEMORY settings of the condensation rows")
     p.add_argument("--compile", action="store_true", help="add torch.compile rows (each child compiles anew: "
                                                           "tens of seconds more per row)")
+    p.add_argument("--defaults", action="store_true",
+                   help="the defaults (--precision auto, --compile auto as they decide for the paper's CIFAR-10 runs "
+                        "on this device) against the official code's arithmetic, the previous default and each "
+                        "opt-out, instead of the full grid")
     p.add_argument("--against", default=None, metavar="CHECKOUT",
                    help="also run every configuration on the code of another checkout (e.g. an older commit)")
     p.add_argument("--out", default=os.path.join("results", "bench", "speed"))
@@ -361,7 +423,8 @@ def main():
         configs = with_against(condense_configs(q), q)
         medians = median_rows(configs, "condense", q.repeats)
         report += ["", "## Condensation (CIFAR-10 shapes, factor 2, ConvNet-3)" if not q.quick else
-                   "## Condensation (quick shapes)", "", condense_table(configs, medians)]
+                   "## Condensation (quick shapes)", "",
+                   defaults_table(configs, medians, "iter") if q.defaults else condense_table(configs, medians)]
         data["condense"] = [{"config": c, "allocator": a, "code": code_name(code), **m}
                             for (c, a, code), m in zip(configs, medians)]
     if "train" in q.sections:
@@ -370,7 +433,7 @@ def main():
         report += ["", "## Evaluation and expert training: N networks one after another or at once", "",
                    f"Evaluation recipe (batch 64, DSA, CutMix p 0.5); digits: ConvNet-3 width 0.25 on 16x16; cifar: "
                    f"ConvNet-3 width 1 on generated 32x32 images. Threads: {q.threads or 'default'}.", "",
-                   train_table(configs, medians)]
+                   defaults_table(configs, medians, "epoch") if q.defaults else train_table(configs, medians)]
         data["train"] = [{"config": c, **m} for (c, _, _), m in zip(configs, medians)]
     text = "\n".join(report) + "\n"
     print("\n" + text)

@@ -8,6 +8,7 @@ import inspect
 
 import torch
 
+from models.compilation import compiled  # noqa: F401 - the one way networks are compiled
 from models.convnet import ConvNet
 from models.densenet import DenseNet
 from models.resnet import ResNet
@@ -57,23 +58,6 @@ def reinitialize_(model):
             if m is not model and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
     return True
-
-
-def compiled(model, enabled):
-    """`model` through torch.compile (sharing its parameters, so in-place writes still reach it) when `enabled`.
-
-    Compilation takes seconds per batch shape on first use in a process; later networks of the same architecture
-    reuse the compiled code. Shapes stay static: the few a run meets (real, synthetic, training and test batches
-    and their remainders) each get their own kernels, where dynamic shapes failed inside inductor (torch 2.14).
-    On the CPU it needs a C++ compiler (checked with the flags).
-    """
-    if not enabled:
-        return model
-    config = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit"):  # one entry per shape and grad mode, shared by the
-        if hasattr(config, name):                         # experts, encoder and evaluation networks
-            setattr(config, name, max(getattr(config, name), 64))
-    return torch.compile(model, dynamic=False)
 
 
 def network_probe(network):
