@@ -5,7 +5,7 @@
     python evaluate.py -d cifar10 --baseline random --ipc 10 --factor 2
     python evaluate.py --summarize results/evaluations.jsonl --plot results/ipc.png
     python evaluate.py --data set.pt --score --labels soft      # DD-Ranking's IOR, HLR, LRS with soft labels
-    python evaluate.py --data set.pt --export exported/        # PNG tree + tensor file for other tools
+    python evaluate.py --data set.pt --export exported/        # PNG tree, tensor file, dataset card for the Hub
 
 A set written by DANCE.py describes itself (data_K.json beside data_K.pt): its dataset, decoding, and the
 network and protocol of its run are the defaults here; flags win, except one that contradicts the set.
@@ -27,11 +27,12 @@ from data.sampler import require_per_class
 from data.set_files import PROTOCOL, check_classes, check_ipc, load_set, read_description, run_origin
 from data.synthetic import SyntheticSet
 from models import MODELS, check_network, network_config
+from reports.cards import SetAbout, dataset_card
 from reports.dd_ranking import dd_ranking_scores, random_subsets, score_line, score_table
 from reports.export import export_sets, teacher_soft_labels
 from reports.plots import plot_summary
-from reports.records import (evaluation_key, finished_runs, latest_record, load_results, record_evaluation, record_run,
-                             summarize, summary, summary_table)
+from reports.records import (condensation_method, evaluation_key, finished_runs, latest_record, load_results,
+                             record_evaluation, record_run, summarize, summary, summary_table)
 from training.distributed import torchrun_session
 from training.set_accuracy import eval_recipe, evaluate_set
 from utils import UserError, git_revision, precision_line, run_cli, seed_everything, select_device
@@ -232,14 +233,64 @@ def job_trainings(args, world, s, train, teacher):
     return len(sizes), sum(sizes) / len(sizes)
 
 
-def export_all(args, sets, info, teacher, device):
-    """Write every set under --export (reports/export.py), with the teacher's soft labels when --labels soft."""
-    exported = [(s.name, s.images, s.labels, None if teacher is None else
-                 teacher_soft_labels(teacher, s.images, info.mean, info.std, device), s.name) for s in sets]
+def set_epochs(s, info):
+    """The evaluation epochs of set `s`: its protocol's, else the official code's table by ipc and factor."""
+    return s.protocol["eval_epochs"] or ipc_epochs(s.ipc, s.factor, info.nclass)
+
+
+def recorded_evaluations(args, s, info, teacher, teacher_id):
+    """The latest record in --results of each evaluation of set `s` that evaluate.py with this call's flags runs
+    (found by its key: the set's file, network, protocol, seed, labels), hard-label ones and, with a teacher, soft."""
+    found = []
+    for _, network in eval_networks(args.eval_nets, s.protocol, info):
+        for t, t_id in [(None, None)] + ([(teacher, teacher_id)] if teacher is not None else []):
+            recipe = eval_recipe(s.protocol, set_epochs(s, info), False, t, args.temperature)
+            description = describe(s.identity, dataset_tag(args), s.factor, s.decode_type, network, recipe,
+                                   args.seed, t_id)
+            try:
+                record = latest_record(args.results, evaluation_key(description))
+            except OSError as e:
+                raise UserError(f"cannot read --results {args.results} ({e.strerror or e}) for the dataset card; "
+                                f"fix its permissions or pass the results file evaluate.py wrote") from None
+            found += [record] if record is not None else []
+    return found
+
+
+def set_about(args, s, info, records, soft_labels):
+    """What the dataset card of set `s` says besides its files (reports/cards.SetAbout)."""
+    described = None if s.name.startswith("baseline:") else read_description(s.name)
+    if s.origin:
+        method = condensation_method(s.origin)
+    elif s.name.startswith("baseline:"):
+        method = f"real images ({s.name.split(':', 1)[1]})"
+    else:
+        method = None
+    return SetAbout(source=s.name, dataset=dataset_tag(args),
+                    class_names=[str(n) for n in (info.class_names or range(info.nclass))], ipc=s.ipc,
+                    factor=s.factor, decode_type=s.decode_type, method=method, origin=s.origin,
+                    settings=(described or {}).get("settings"), records=records, results=args.results,
+                    evaluate_hint=f"run this export's evaluate.py command again without `--export` (it appends to "
+                                  f"`{args.results}`; add `--score` for DD-Ranking's scores)", soft_labels=soft_labels)
+
+
+def export_all(args, sets, info, teacher, teacher_id, device):
+    """Write every set under --export (reports/export.py), with the teacher's soft labels when --labels soft, a
+    metadata.csv for `datasets` and a dataset card naming the set's recorded accuracy (reports/cards.py)."""
+    exported, unevaluated = [], []
+    for s in sets:
+        records = recorded_evaluations(args, s, info, teacher, teacher_id)
+        about = set_about(args, s, info, records, teacher is not None)
+        soft = None if teacher is None else teacher_soft_labels(teacher, s.images, info.mean, info.std, device)
+        exported.append((s.name, s.images, s.labels, soft, s.name,
+                         lambda folder, entry, about=about: dataset_card(about, folder, entry)))
+        unevaluated += [] if records else [s.name]
     folders = export_sets(args.export, exported, info)
     for folder in folders:
-        print(f"exported {folder}/images (ImageFolder) and {folder}/tensors.pt (DD-Ranking's image_tensor, "
-              f"hard_labels)")
+        print(f"exported {folder}/images (ImageFolder, with metadata.csv for the datasets library), "
+              f"{folder}/tensors.pt (DD-Ranking's image_tensor, hard_labels) and its dataset card {folder}/README.md")
+    for name in unevaluated:
+        print(f"{name}: not evaluated yet with these settings ({args.results} holds no record of it), so its card "
+              f"gives no accuracy; run the same evaluate.py command without --export, then export again")
     return folders
 
 
@@ -255,7 +306,7 @@ def evaluate_all(args, world, device):
     teacher, teacher_id = load_teacher(args, info, device)  # a missing expert is refused before any training
     sets = real_sets(args, train, info, device) if args.baseline else condensed_sets(args, info, device)
     if args.export:
-        return export_all(args, sets, info, teacher, device) if world.main else []
+        return export_all(args, sets, info, teacher, teacher_id, device) if world.main else []
     jobs = [(s, label, network) for s in sets for label, network in eval_networks(args.eval_nets, s.protocol, info)]
     for _, _, network in jobs:  # every network can be built before the first one trains
         check_network(network)
@@ -265,7 +316,7 @@ def evaluate_all(args, world, device):
     ev = Evaluations(args, world, device, test, info)
     say, entries = ev.say, []
     for s, label, network in jobs:
-        epochs = s.protocol["eval_epochs"] or ipc_epochs(s.ipc, s.factor, info.nclass)
+        epochs = set_epochs(s, info)
         compile, why = evaluation_compile(args.compile, device, network, *job_trainings(args, world, s, train, teacher),
                                           epochs, s.protocol["batch_size"], s.protocol["eval_interval"], len(test))
         recipe = eval_recipe(s.protocol, epochs, compile, teacher, args.temperature)

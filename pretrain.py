@@ -2,7 +2,8 @@
 
 For each expert i: save its initial weights (premodel{i}_init.pth.tar), train it on the real
 training set, save the trained weights (premodel{i}_trained.pth.tar), and record it in
-manifest.json (model, dataset, seed, epochs, test accuracy). Experts train --parallel at a time as one
+manifest.json (model, dataset, seed, epochs, test accuracy); the folder's model card for the Hugging Face Hub,
+README.md, is rewritten from the manifest whenever it changes. Experts train --parallel at a time as one
 vectorised model (default: all; 1: one after another). Finished experts are skipped (after checking
 that their checkpoints load); the experts in progress save their full training state after every epoch
 (premodel{i}_progress.pt, or premodels{i}-{j}-..._progress.pt for a group), so a killed run, started
@@ -16,16 +17,19 @@ import time
 
 from tqdm import tqdm
 
-from arguments import config_view, parse
-from arguments.values import (dataset_tag, expert_compile, expert_recipe, holdout_split, load_data, network_of,
-                              split_off_holdout)
-from condense.expert_folder import (checkpoint_path, discard, is_finished, load_progress, new_manifest, open_manifest,
-                                    progress_path, record_experts)
+from arguments import build_parser, config_view, parse
+from arguments.values import (dance_command, dataset_tag, expert_compile, expert_recipe, holdout_split, load_data,
+                              network_of, split_off_holdout)
+from condense.expert_folder import (checkpoint_path, describe_split, discard, is_finished, load_progress, new_manifest,
+                                    open_manifest, progress_path, record_experts)
 from models import check_network, make_network
+from reports.cards import model_card
 from training.distributed import torchrun_session
 from training.vectorised import build_networks, fit_group, group_size, groups_of
-from utils import (Logger, UserError, atomic_save, atomic_write_json, git_revision, make_dir, remove_stale_temps,
-                   precision_line, run_cli, seed_everything, select_device)
+from utils import (Logger, UserError, atomic_save, atomic_write_json, atomic_write_text, git_revision, make_dir,
+                   remove_stale_temps, precision_line, run_cli, seed_everything, select_device)
+
+CARD = "README.md"  # the Hub's model card of the folder
 
 
 def train_experts(group, args, network, train, test, info, device, log, compile=False):
@@ -71,6 +75,20 @@ def train_experts(group, args, network, train, test, info, device, log, compile=
         records[str(index)] = {"test_acc": result["final"], "seconds": round(seconds / len(group), 1),
                                "trained_with": group}
     return records
+
+
+def write_card(args, manifest):
+    """The folder's model card (README.md) from its manifest, written atomically; rank 0 calls it whenever the
+    manifest changes, so the card lists exactly the experts recorded."""
+    command = dance_command(args, len(manifest["experts"]), build_parser("condense").get_default("num_premodel"))
+    text = model_card(args.pretrain_dir, manifest, describe_split(manifest.get("holdout")), command)
+    atomic_write_text(text, os.path.join(args.pretrain_dir, CARD))
+
+
+def keep_records(args, manifest, records):
+    """Record finished experts in the manifest, then rewrite the model card to match it (rank 0)."""
+    record_experts(args.pretrain_dir, manifest, records)
+    write_card(args, manifest)
 
 
 def rank_log(world, log):
@@ -125,16 +143,18 @@ def train_all(args, world, device):
     for group in groups_of(mine, group_size(args.parallel, probe, device, len(mine))):
         records = train_experts(group, args, network, train, test, info, device, log, compile)
         if world.size == 1:
-            record_experts(args.pretrain_dir, manifest, records)
+            keep_records(args, manifest, records)
             discard(progress_path(args.pretrain_dir, group))  # only once the manifest records the experts
         trained.append((group, records))
     if world.size > 1:
         everything = [part for rank_parts in world.gather(trained) for part in rank_parts]
         if world.main:
-            record_experts(args.pretrain_dir, manifest, {i: r for _, records in everything for i, r in records.items()})
+            keep_records(args, manifest, {i: r for _, records in everything for i, r in records.items()})
             for group, _ in everything:
                 discard(progress_path(args.pretrain_dir, group))
     if world.main:
+        if not todo:  # a folder trained before model cards existed gets one
+            write_card(args, manifest)
         accs = [manifest["experts"][str(i)]["test_acc"] for i in range(args.pretrain_amount)]
         log(f"{len(accs)} experts in {args.pretrain_dir}: mean test acc {sum(accs) / len(accs):.2f}")
 

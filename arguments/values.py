@@ -50,9 +50,8 @@ def default_pretrain_dir(args):
                                               f"{args.norm_type}{width}{split}")
 
 
-def pretrain_command(args, amount, folder=None):
-    """The pretrain.py command that trains the experts `args` needs, with every flag that decides them."""
-    folder = folder or args.pretrain_dir
+def expert_flags(args):
+    """The flags that decide which experts fit a run: its data and its network."""
     flags = ["-d", args.dataset]
     if DATASETS[args.dataset].needs_root:
         flags += ["--data_dir", args.data_dir]
@@ -60,8 +59,26 @@ def pretrain_command(args, amount, folder=None):
         flags += ["--nclass", str(args.nclass), "--phase", str(args.phase)]
     if args.size is not None:
         flags += ["--size", str(args.size)]
-    flags += ["--net_type", args.net_type, "--depth", str(args.depth), "--width", f"{args.width:g}",
-              "--norm_type", args.norm_type]
+    return flags + ["--net_type", args.net_type, "--depth", str(args.depth), "--width", f"{args.width:g}",
+                    "--norm_type", args.norm_type]
+
+
+def dance_command(args, experts, default_experts):
+    """The DANCE.py command that condenses with the `experts` experts pretrain.py (flags `args`) trained; it names
+    --num_premodel only when fewer than DANCE.py's default (`default_experts`) are there."""
+    flags = expert_flags(args) + (["--reproduce"] if args.reproduce else [])
+    if getattr(args, "val_split", 0):
+        flags += ["--val_split", f"{args.val_split:g}", "--seed", str(args.seed)]
+    if experts < default_experts:
+        flags += ["--num_premodel", str(experts)]
+    flags += ["--pretrain_dir", args.pretrain_dir]
+    return "python DANCE.py " + " ".join(shlex.quote(f) for f in flags)
+
+
+def pretrain_command(args, amount, folder=None):
+    """The pretrain.py command that trains the experts `args` needs, with every flag that decides them."""
+    folder = folder or args.pretrain_dir
+    flags = expert_flags(args)
     if args.reproduce:
         flags.append("--reproduce")
     manifest = read_manifest(folder)

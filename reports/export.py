@@ -2,8 +2,11 @@
 
     EXPORT/export.json                     which sets the folder holds (marks it as ours: refilled, never foreign)
     EXPORT/<set>/images/<class>/00000.png  the decoded images, one folder per class (torchvision's ImageFolder)
+    EXPORT/<set>/images/metadata.csv       file_name, label, class_name of every image (the `datasets` ImageFolder
+                                           loader takes its labels from it, reports/cards.py)
     EXPORT/<set>/tensors.pt                {"image_tensor", "hard_labels", "images", "class_names", "mean", "std"
                                             [, "soft_labels"]}, read with torch.load(weights_only=True)
+    EXPORT/<set>/README.md                 the Hub's dataset card, when the caller gives one
 
 `image_tensor` is what DD-Ranking's compute_metrics(image_tensor=..., hard_labels=...) takes: (nclass x m, C, H, W)
 float32, class-major, normalised with the dataset's mean and std as its own dataset transforms normalise real
@@ -20,7 +23,8 @@ import torch
 from PIL import Image
 
 from data.augment import normalize
-from utils import TEMP_PREFIX, UserError, atomic_save, atomic_write_json, check_output_dir, read_json
+from reports.cards import metadata_csv
+from utils import TEMP_PREFIX, UserError, atomic_save, atomic_write_json, atomic_write_text, check_output_dir, read_json
 
 MANIFEST = "export.json"
 FORMAT = "dance-export/1"
@@ -52,30 +56,33 @@ def export_name(set_name):
 
 
 def _write_set(root, images, labels, info, soft_labels):
-    """The PNG tree and tensor file of one set, into the (new, empty) folder `root`."""
-    folders = class_folders(info.class_names or range(info.nclass))
+    """The PNG tree (with its metadata.csv) and tensor file of one set, into the (new, empty) folder `root`."""
+    names = [str(n) for n in (info.class_names or range(info.nclass))]
+    folders = class_folders(names)
     pixels = images.detach().float().cpu().clamp(0, 1)
     labels = labels.detach().long().cpu()
-    counts = [0] * info.nclass
+    counts, rows = [0] * info.nclass, []
     for image, label in zip(pixels, labels.tolist()):
         folder = os.path.join(root, "images", folders[label])
         os.makedirs(folder, exist_ok=True)
         array = image.mul(255).round().byte().permute(1, 2, 0).numpy()
-        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(
-            os.path.join(folder, f"{counts[label]:05d}.png"))
+        file_name = f"{counts[label]:05d}.png"
+        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(os.path.join(folder, file_name))
+        rows.append((f"{folders[label]}/{file_name}", label, names[label]))  # '/' on every OS, as `datasets` reads
         counts[label] += 1
+    atomic_write_text(metadata_csv(rows), os.path.join(root, "images", "metadata.csv"))
     tensors = {"image_tensor": normalize(pixels, info.mean, info.std), "hard_labels": labels, "images": pixels,
-               "class_names": [str(n) for n in (info.class_names or range(info.nclass))],
-               "mean": [float(m) for m in info.mean], "std": [float(s) for s in info.std]}
+               "class_names": names, "mean": [float(m) for m in info.mean], "std": [float(s) for s in info.std]}
     if soft_labels is not None:
         tensors["soft_labels"] = soft_labels.detach().float().cpu()
     atomic_save(tensors, os.path.join(root, "tensors.pt"))
     return {"images": len(labels), "per_class": counts, "class_folders": folders}
 
 
-def export_set(folder, name, images, labels, info, soft_labels=None):
+def export_set(folder, name, images, labels, info, soft_labels=None, card=None):
     """Write one set under folder/name, replacing an earlier export of that name (export_sets only reuses a name for
-    the same source set); returns its manifest entry.
+    the same source set); returns its manifest entry. `card(folder/name, entry)`, when given, is the text of its
+    README.md (the dataset card).
 
     The set is written into a temp folder beside it and renamed into place, so folder/name is the old export or the
     whole new one; only a kill between the two renames leaves the old one aside as a temp folder.
@@ -85,6 +92,8 @@ def export_set(folder, name, images, labels, info, soft_labels=None):
     tmp = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{name}_", dir=folder)
     try:
         entry = _write_set(tmp, images, labels, info, soft_labels)
+        if card is not None:
+            atomic_write_text(card(target, entry), os.path.join(tmp, "README.md"))
         old = None
         if os.path.exists(target):
             old = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}old_{name}_", dir=folder)
@@ -103,7 +112,8 @@ def export_set(folder, name, images, labels, info, soft_labels=None):
 
 
 def export_sets(folder, sets, info):
-    """Export every (name, images, labels, soft_labels or None, source) in `sets`; returns the folders written.
+    """Export every (name, images, labels, soft_labels or None, source, card or None) in `sets` (card: see
+    export_set); returns the folders written.
 
     Stale temp folders of a killed export are removed first; export.json lists every set the folder holds. A set
     exported again replaces its own earlier export; another set whose folder name would be the same gets the next
@@ -116,7 +126,7 @@ def export_sets(folder, sets, info):
     manifest = read_json(os.path.join(folder, MANIFEST)) or {"format": FORMAT, "sets": {}}
     written = []
     taken = set()
-    for set_name, images, labels, soft_labels, source in sets:
+    for set_name, images, labels, soft_labels, source, card in sets:
         source = os.path.abspath(source) if str(source).endswith(".pt") else source
         name = base = export_name(set_name)
         k = 1
@@ -124,7 +134,7 @@ def export_sets(folder, sets, info):
             k += 1  # another set's export by that name is kept: this one gets the next free name
             name = f"{base}_{k}"
         taken.add(name)
-        entry = export_set(folder, name, images, labels, info, soft_labels)
+        entry = export_set(folder, name, images, labels, info, soft_labels, card)
         manifest["sets"][name] = {"source": source, "dataset": info.name, "soft_labels": soft_labels is not None,
                                   **entry}
         written.append(os.path.join(folder, name))
