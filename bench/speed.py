@@ -299,7 +299,7 @@ def default_rows(q, kind, ipc, base):
             (f"default ({precision}, {'compiled' if compile else 'eager'})", "1", precision, compile)]
     if precision != "fp32":
         rows.append(("default with --precision fp32", "1", "fp32", compile))
-    else:  # no native bf16 here: what forcing it would do
+    elif "bf16" in q.precisions:  # no native bf16 here: what forcing it would do (slow: --precisions fp32 skips it)
         rows.append(("default with --precision bf16 (no native bf16 here)", "1", "bf16", compile))
     if compile and precision != "fp32":  # with fp32 chosen, --no-compile is the previous default
         rows.append(("default with --no-compile", "1", precision, False))

@@ -8,6 +8,8 @@ compilation costs, using per-device constants measured by bench/compile_cost.py.
 broken toolchain, an operator inductor cannot lower) falls back to eager with one warning line; a run never fails
 because of it.
 """
+import functools
+import json
 import math
 import os
 import shutil
@@ -56,21 +58,37 @@ class Workload:
 
 
 def forward_backward_flops(network):
-    """(forward FLOPs, forward+backward FLOPs) of one image through `network` (a network_config description),
-    counted on the meta device (no memory, no compute)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """(forward FLOPs, forward+backward FLOPs) of one image through `network` (a network_config description): its
+    convolutions and linear layers (2 FLOPs per multiply-add), backward taken as twice the forward (input and weight
+    gradients). Counted once per process and network on uninitialised CPU weights (no random draws, no meta-device
+    start-up, which imports for seconds)."""
+    return _flops(json.dumps(network, sort_keys=True))
 
+
+@functools.lru_cache(maxsize=None)
+def _flops(described):
     from models import make_network
+    network = json.loads(described)
     with torch.device("meta"):
         net = make_network(network, "meta")
-        c, s = network["config"]["channels"], network["config"]["size"]
-        x = torch.empty(1, c, s, s, requires_grad=True)
-        with FlopCounterMode(display=False) as counter:
-            out = net(x)
-        forward = counter.get_total_flops()
-        with FlopCounterMode(display=False) as counter:
-            out.sum().backward()
-    return forward, forward + counter.get_total_flops()
+    net = net.to_empty(device="cpu").eval()
+    with torch.no_grad():
+        for tensor in list(net.parameters()) + list(net.buffers()):
+            tensor.zero_()  # what uninitialised memory holds can be denormal, and slow to multiply
+    total = []
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            total.append(2 * output.numel() * module.in_channels // module.groups * math.prod(module.kernel_size))
+        elif isinstance(module, torch.nn.Linear):
+            total.append(2 * output.numel() * module.in_features)
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    c, s = network["config"]["channels"], network["config"]["size"]
+    with torch.no_grad():
+        net(torch.zeros(1, c, s, s))
+    for hook in hooks:
+        hook.remove()
+    return sum(total), 3 * sum(total)
 
 
 def compiler_missing(device):

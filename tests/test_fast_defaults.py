@@ -197,3 +197,12 @@ def test_quickstart_sized_runs_stay_eager_and_the_papers_runs_compile(compiler_o
     (nets, why), (evals, _) = choices(["-d", "cifar10", "--reproduce", "--ipc", "10", "--factor", "2", "--data_dir",
                                        data_dir])
     assert nets and evals, why
+
+
+def test_flops_of_a_small_convnet_by_hand():
+    from models import model_config
+    from models.compilation import forward_backward_flops
+    network = {"net_type": "convnet", "config": model_config("convnet", 2, 3, 8, 1, 1 / 16)}  # 8 channels, 3x3, pad 1
+    conv = 2 * (8 * 8 * 8) * (3 * 3 * 3)  # 2 FLOPs x 512 outputs x 27 multiply-adds each
+    linear = 2 * 2 * (8 * 4 * 4)          # after the 2x2 average pool: 128 features to 2 classes
+    assert forward_backward_flops(network) == (conv + linear, 3 * (conv + linear))
