@@ -33,6 +33,7 @@ from reports.export import export_sets, teacher_soft_labels
 from reports.plots import plot_summary
 from reports.records import (condensation_method, evaluation_key, finished_runs, latest_record, load_results,
                              record_evaluation, record_run, summarize, summary, summary_table)
+from reports.trackers import open_trackers
 from training.distributed import torchrun_session
 from training.set_accuracy import eval_recipe, evaluate_set
 from utils import UserError, git_revision, precision_line, run_cli, seed_everything, select_device
@@ -314,6 +315,27 @@ def evaluate_all(args, world, device):
         require_per_class(train.labels, info.nclass, s.ipc, info.class_names, f"--score for {s.name}",
                           "score a set with fewer images per class")
     ev = Evaluations(args, world, device, test, info)
+    stem = os.path.splitext(args.results)[0]  # the trackers' files live beside --results
+    track = open_trackers(args.logger, os.path.dirname(args.results) or ".", world, vars(args),
+                          name=os.path.basename(stem), tensorboard_dir=f"{stem}_tensorboard", say=ev.say)
+    try:
+        return evaluate_jobs(args, world, device, ev, jobs, train, teacher, teacher_id, track)
+    finally:
+        track.close()
+
+
+def tracker_tag(name, label):
+    """A set's tag in the trackers: its run folder and file stem (or baseline:kind), then the network."""
+    if name.startswith("baseline:"):
+        return f"{name}/{label}"
+    folder = os.path.basename(os.path.dirname(os.path.abspath(name)))
+    return f"{folder}/{os.path.splitext(os.path.basename(name))[0]}/{label}"
+
+
+def evaluate_jobs(args, world, device, ev, jobs, train, teacher, teacher_id, track):
+    """Train, print and record every (set, network) job; `track` (--logger) gets each run's final accuracy (by run
+    index) and their mean."""
+    test, info = ev.test, ev.info
     say, entries = ev.say, []
     for s, label, network in jobs:
         epochs = set_epochs(s, info)
@@ -329,6 +351,10 @@ def evaluate_all(args, world, device):
                                teacher_id)
         key, result = ev.train(s.images, s.labels, network, recipe, description)
         say(summary(result))
+        tag = tracker_tag(s.name, label)
+        for run, acc in enumerate(result["final"]):
+            track.scalars({f"{tag}/final_acc": acc}, run, "run")
+        track.scalars({f"{tag}/mean_acc": result["mean"], f"{tag}/std_acc": result["std"]}, 0, "run")
         entry = ev.entry(s.name, key, description, s.ipc, label, s.origin, result)
         if args.score:
             entry["score"] = score_set(ev, train, s, label, network, recipe, hard_recipe, result, teacher_id)

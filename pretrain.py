@@ -24,6 +24,7 @@ from condense.expert_folder import (checkpoint_path, describe_split, discard, is
                                     open_manifest, progress_path, record_experts)
 from models import check_network, make_network
 from reports.cards import model_card
+from reports.trackers import Trackers, open_trackers
 from training.distributed import torchrun_session
 from training.vectorised import build_networks, fit_group, group_size, groups_of
 from utils import (Logger, UserError, atomic_save, atomic_write_json, atomic_write_text, git_revision, make_dir,
@@ -32,9 +33,10 @@ from utils import (Logger, UserError, atomic_save, atomic_write_json, atomic_wri
 CARD = "README.md"  # the Hub's model card of the folder
 
 
-def train_experts(group, args, network, train, test, info, device, log, compile=False):
+def train_experts(group, args, network, train, test, info, device, log, compile=False, track=Trackers()):
     """Train the experts `group` at once (one: alone), continuing from their last saved epoch if any; save init
-    and trained weights. Expert i is initialised under seed * 1000 + i, so any one can be retrained alone."""
+    and trained weights. Expert i is initialised under seed * 1000 + i, so any one can be retrained alone. `track`
+    (--logger) gets each expert's train loss per epoch."""
     models = build_networks(network, device, group, args.seed)
     for index, model in zip(group, models):
         # the init is a function of the seed, so rewriting it on resume also repairs a damaged copy
@@ -55,6 +57,7 @@ def train_experts(group, args, network, train, test, info, device, log, compile=
         def progress(epoch, losses, accs):
             bar.update()
             bar.set_postfix(loss=" ".join(f"{x:.3f}" for x in losses))
+            track.scalars({f"expert{index}/train_loss": loss for index, loss in zip(group, losses)}, epoch, "epoch")
             for index, loss in zip(group, losses):
                 if not math.isfinite(loss):  # never save a diverged expert (DANCE would read NaN weights)
                     raise UserError(f"expert {index}: the training loss became {loss} at epoch {epoch} (lr "
@@ -125,6 +128,16 @@ def train_all(args, world, device):
         f"{config_view('pretrain', args)}")  # the settings that apply (not -d imagenet's --nclass for a folder)
     if world.main:
         atomic_write_json(vars(args), os.path.join(args.pretrain_dir, "args.json"))
+    track = open_trackers(args.logger, args.pretrain_dir, world, vars(args), keep_id=True, say=log)
+    try:
+        train_pending(args, world, device, network, manifest, probe, train, test, info, log, track)
+    finally:
+        track.close()
+
+
+def train_pending(args, world, device, network, manifest, probe, train, test, info, log, track):
+    """Train the experts of --pretrain_amount not yet finished, keep their records (rank 0) and report them to
+    the trackers (`track`: per-epoch train loss, each expert's test accuracy)."""
     todo = []
     for index in range(args.pretrain_amount):
         if is_finished(args.pretrain_dir, index, manifest, probe):
@@ -141,7 +154,7 @@ def train_all(args, world, device):
     if mine:
         log(f"{precision_line(args.precision, device)}; compile: expert training {why}")
     for group in groups_of(mine, group_size(args.parallel, probe, device, len(mine))):
-        records = train_experts(group, args, network, train, test, info, device, log, compile)
+        records = train_experts(group, args, network, train, test, info, device, log, compile, track)
         if world.size == 1:
             keep_records(args, manifest, records)
             discard(progress_path(args.pretrain_dir, group))  # only once the manifest records the experts
@@ -156,6 +169,8 @@ def train_all(args, world, device):
         if not todo:  # a folder trained before model cards existed gets one
             write_card(args, manifest)
         accs = [manifest["experts"][str(i)]["test_acc"] for i in range(args.pretrain_amount)]
+        for index in todo:  # those trained now: a rerun that skips finished experts logs no point twice
+            track.scalars({"experts/test_acc": accs[index]}, index, "expert")
         log(f"{len(accs)} experts in {args.pretrain_dir}: mean test acc {sum(accs) / len(accs):.2f}")
 
 

@@ -381,7 +381,15 @@ class Logger:
 
 def save_grid(images, path, nrow=10, max_images=200, max_width=64, labels=None, min_width=48):
     """Save the first `max_images` images ([0,1] pixels) as a PNG grid of `nrow` per row, atomically; with
-    `labels`, one per row, each row's label is written in a margin on its left (class names)."""
+    `labels`, one per row, each row's label is written in a margin on its left (class names). Returns the picture
+    (a PIL image), e.g. for a tracker."""
+    picture = grid_picture(images, nrow, max_images, max_width, labels, min_width)
+    _atomic_write(path, lambda f: picture.save(f, format="png"))
+    return picture
+
+
+def grid_picture(images, nrow=10, max_images=200, max_width=64, labels=None, min_width=48):
+    """The grid `save_grid` writes, as a PIL RGB image."""
     from PIL import Image, ImageDraw
     from torchvision.utils import make_grid
 
@@ -403,7 +411,7 @@ def save_grid(images, path, nrow=10, max_images=200, max_width=64, labels=None, 
         for row, label in enumerate(labels[:-(-len(x) // nrow)]):
             draw.text((4, pad + row * step + x.shape[-2] // 2 - 5), str(label), fill="black")
         picture = canvas
-    _atomic_write(path, lambda f: picture.save(f, format="png"))
+    return picture
 
 
 def read_json(path):

@@ -20,6 +20,7 @@ from condense.losses import ALIGNMENTS, DEFAULT_SCALES
 from condense.run_folder import RESUMABLE
 from data.datasets import DATASETS, peek_dataset
 from data.set_files import IDENTITY, LOCATION, changed_settings
+from reports.trackers import TRACKERS
 from training.recipe import DEFAULT_TEMPERATURE
 from utils import UserError, read_json, resolve_precision, select_device
 
@@ -91,6 +92,10 @@ def _common(p):
     g.add_argument("--print_config", action="store_true", help="print the resolved settings and exit")
     g.add_argument("--pretrain_dir", default=None,
                    help="expert folder; default results/experts/<dataset>_<net><depth>_<norm>")
+    g.add_argument("--logger", nargs="*", choices=TRACKERS, default=[], metavar="{tensorboard,wandb}",
+                   help="also log losses, accuracies, image grids and the settings to these trackers (several at "
+                        "once; none by default): TensorBoard files under the run's folder, a W&B run (offline "
+                        "without an API key); changes no result")
 
 
 def _pretrain(p):

@@ -7,6 +7,7 @@ from data.datasets import DATASETS
 from reports.export import check_export_dir
 from reports.plots import picture_format
 from reports.records import check_results_file, runs_path
+from reports.trackers import require as require_trackers
 from training.distributed import launched
 from utils import UserError, check_device_name, check_output_dir, check_output_file
 
@@ -188,6 +189,7 @@ def check_settings(script, a):
     _float_ranges(script, a)
     _choices(a)
     _data_flags(a)
+    require_trackers(getattr(a, "logger", None))  # a missing tracker package fails now, not after the work
     if script == "condense":
         if a.select_by == "val" and not a.val_split:
             raise UserError("--select_by val needs a held-out split: pass --val_split 0.05 (and train the experts "

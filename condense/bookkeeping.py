@@ -22,6 +22,7 @@ from data.set_files import at_iteration
 from data.synthetic import SyntheticSet
 from reports.plots import RUN_PLOT, plot_run
 from reports.records import summary
+from reports.trackers import Trackers, open_trackers
 from training.recipe import Recipe
 from training.set_accuracy import evaluate_set
 from utils import preserved_rng, save_grid
@@ -53,11 +54,11 @@ class PeriodicEvaluation:
 
 def save_set_grid(synset, class_names, path, per_class=10, classes=20):
     """The stored images as a PNG, one row per class (its first `per_class` images) labelled with the class name,
-    for the first `classes` classes."""
+    for the first `classes` classes; returns the picture (for the trackers)."""
     per = min(synset.ipc, per_class)
     rows = synset.data.detach()[:synset.nclass * synset.ipc].view(synset.nclass, synset.ipc, *synset.data.shape[1:])
     names = list(class_names or range(synset.nclass))[:classes]
-    save_grid(rows[:classes, :per].flatten(0, 1), path, nrow=per, max_images=per * classes, labels=names)
+    return save_grid(rows[:classes, :per].flatten(0, 1), path, nrow=per, max_images=per * classes, labels=names)
 
 
 def whole_set(synset, world):
@@ -86,6 +87,7 @@ class Bookkeeping:
         self.evaluation, self.description, self.iter_calib = evaluation, description, iter_calib
         self.log = run.log
         self.done, self.best, self._started = 0, -1.0, None
+        self.track = Trackers()  # --logger's trackers, opened by `start`
 
     def start(self, synset, optimizer, sampler, init, learned=None):
         """Put the set where the run stands: a resumed run's saved share with its momentum, real-image streams,
@@ -93,6 +95,7 @@ class Bookkeeping:
         from the real images (saved as data_0.pt). False if the run already finished."""
         self.synset, self.optimizer, self.sampler, self.learned = synset, optimizer, sampler, learned or {}
         rows = slice(synset.first_class * synset.ipc, (synset.first_class + synset.nclass) * synset.ipc)
+        initial_grid = None
         if self.run.state is not None:
             with torch.no_grad():
                 synset.data.copy_(self.run.state["data"][rows])
@@ -101,13 +104,27 @@ class Bookkeeping:
             initial = whole_set(synset, self.world)
             if self.world.main:
                 initial.save(self.run.path("data_0.pt"), at_iteration(self.description, 0))
-                save_set_grid(initial, self.info.class_names, self.run.path("init.png"))
+                initial_grid = save_set_grid(initial, self.info.class_names, self.run.path("init.png"))
         self.done, self.best = self.run.restore(optimizer, sampler, rows, self.learned)
         if self.run.finished:
             self.log(f"{self.run.folder} already finished its {self.schedule.niter} iterations; pass a larger --niter "
                      f"to continue it")
             return False
+        self.open_trackers()
+        if initial_grid is not None:
+            self.track.image("synthetic_set", initial_grid, 0)
         return True
+
+    def open_trackers(self):
+        """--logger's trackers (rank 0), on the run's iteration axis. A resumed run appends to the same TensorBoard
+        folder and W&B run; TensorBoard drops the steps after the checkpoint it resumes from, which a killed session
+        may have logged and this one logs again."""
+        settings = self.run.settings
+        purge = None
+        if settings.get("resume") is not None:  # a run killed before its first checkpoint restarts from scratch
+            purge = self.done + 1 if self.run.state is not None else 0
+        self.track = open_trackers(settings.get("logger"), self.run.folder, self.world, settings, purge_step=purge,
+                                   keep_id=True, say=self.log)
 
     def remaining(self):
         """The iterations left to run."""
@@ -125,6 +142,8 @@ class Bookkeeping:
 
     def __exit__(self, *exc):
         self._exit.__exit__(*exc)
+        if exc[0] is not None:  # a stop or an error: what the trackers hold so far is kept
+            self.track.close()
         if self.world.main:
             self.log.echo = print
 
@@ -160,6 +179,8 @@ class Bookkeeping:
         self.log(f"iteration {k}/{niter}: inner loss {inner:.4f}, calibration loss {inter:.4f} "
                  f"({per_it:.3f} s/iter, {per_it * (niter - k) / 60:.1f} min left)")
         self.log.metrics(iter=k, inner=inner, calibration=inter, sec_per_iter=per_it)
+        self.track.scalars({"loss/inner": inner, "loss/calibration": inter, "time/sec_per_iter": per_it,
+                            "lr/images": self.optimizer.param_groups[0]["lr"]}, k)
 
     def save_and_evaluate(self, k):
         """Save the set after iteration k; with periodic evaluations on, evaluate it and keep data_best.pt by the
@@ -169,7 +190,8 @@ class Bookkeeping:
         whole = whole_set(self.synset, world)
         if world.main:
             whole.save(run.path(f"data_{k}.pt"), description)
-            save_set_grid(whole, self.info.class_names, run.path(f"img{k}.png"))
+            grid = save_set_grid(whole, self.info.class_names, run.path(f"img{k}.png"))
+            self.track.image("synthetic_set", grid, k)
         if not self.schedule.eval_every:
             return
         split_name = "held-out" if ev.val is not None else "test"
@@ -187,6 +209,8 @@ class Bookkeeping:
         log(f"iteration {k}: {ev.select_by} acc {score:.2f}; test {summary(result)} ({result['seconds']:.0f} s)")
         log.metrics(iter=k, select_acc=score, test_acc=result["mean"], test_std=result["std"],
                     test_best_check=result["best_mean"])
+        self.track.scalars({"eval/select_acc": score, "eval/test_acc": result["mean"], "eval/test_std": result["std"]},
+                           k)
         if score > self.best:
             self.best = score
             if world.main:
@@ -197,13 +221,16 @@ class Bookkeeping:
         """The final set: checked, clamped as saved, saved and evaluated (unless iteration niter just was), the last
         state.pt, and the run's curves drawn."""
         niter, eval_every = self.schedule.niter, self.schedule.eval_every
-        self.run.check_finite()
-        with torch.no_grad():
-            self.synset.data.clamp_(0, 1)
-        if not (eval_every and niter % eval_every == 0) or niter == 0:
-            self.save_and_evaluate(niter)
-        self.run.checkpoint(niter, self.synset, self.optimizer, self.sampler, self.best, final=True,
-                            learned=self.learned)
+        try:
+            self.run.check_finite()
+            with torch.no_grad():
+                self.synset.data.clamp_(0, 1)
+            if not (eval_every and niter % eval_every == 0) or niter == 0:
+                self.save_and_evaluate(niter)
+            self.run.checkpoint(niter, self.synset, self.optimizer, self.sampler, self.best, final=True,
+                                learned=self.learned)
+        finally:
+            self.track.close()
         if self.world.main:
             plot_run(self.run.folder)
         self.run.release()

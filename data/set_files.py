@@ -33,10 +33,11 @@ LOCATION = ("data_dir",)                            # where the same data lives;
 #   mounts; the dataset's name and the experts' network are still checked, their files are vouched for);
 # - the periodic evaluations' schedule and size: eval_every, eval_interval, eval_runs (they run under their own
 #   random streams; more runs estimate the same score with less noise).
+# - what watches the run: logger (--logger's trackers mirror what the run logs anyway).
 # Everything else changes the set or the score data_best.pt is chosen by (eval_epochs, the evaluation recipe,
 # select_by, val_split).
 RESULT_NEUTRAL = frozenset({"save_dir", "resume", "device", "ckpt_every", "print_config", "data_dir", "pretrain_dir",
-                            "download", "eval_every", "eval_interval", "eval_runs"})
+                            "download", "eval_every", "eval_interval", "eval_runs", "logger"})
 # Recorded apart from the method: the seed (the run's own field) and --reproduce (its values are the other settings).
 NOT_METHOD = RESULT_NEUTRAL | {"seed", "reproduce"}
 
