@@ -17,6 +17,8 @@ import shlex
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
+from reports.dd_ranking import score_cells
+
 # The Hub's size_categories values, by the first count they no longer cover
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
@@ -172,11 +174,7 @@ def score_section(about):
     lines += ["| network | labels | runs | acc set | acc random subset | acc whole training set | IOR | HLR | LRS |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in scored:
-        s, acc = r["score"], r["score"]["acc"]
-        lines.append(f"| {r['network']} | {r.get('labels', 'hard')} | {len(s['ior']['runs'])} | {acc['set']:.4f} | "
-                     f"{acc['random']:.4f} | {acc['full']:.4f} | {s['ior']['mean']:+.4f} +- {s['ior']['std']:.4f} | "
-                     f"{s['hlr']['mean']:+.4f} +- {s['hlr']['std']:.4f} | "
-                     f"{s['lrs']['mean']:.4f} +- {s['lrs']['std']:.4f} |")
+        lines.append(f"| {r['network']} | {r.get('labels', 'hard')} | {score_cells(r['score'])} |")
     return lines + ["", "Fractions, mean +- std over runs, with this repository's protocol for all three terms: they "
                         "compare sets evaluated here, not with DD-Ranking's leaderboard."]
 

@@ -92,10 +92,15 @@ def score_table(entries):
     lines = ["| set | dataset | ipc | network | labels | runs | acc set | acc random | acc full | IOR | HLR | LRS |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in scored:
-        s, acc = e["score"], e["score"]["acc"]
         lines.append(f"| {e['set']} | {e['dataset']} | {e['ipc']} | {e['network']} | {e.get('labels', 'hard')} | "
-                     f"{len(s['ior']['runs'])} | {acc['set']:.4f} | {acc['random']:.4f} | {acc['full']:.4f} | "
-                     f"{s['ior']['mean']:+.4f} +- {s['ior']['std']:.4f} | "
-                     f"{s['hlr']['mean']:+.4f} +- {s['hlr']['std']:.4f} | "
-                     f"{s['lrs']['mean']:.4f} +- {s['lrs']['std']:.4f} |")
+                     f"{score_cells(e['score'])} |")
     return "\n".join(lines)
+
+
+def score_cells(score):
+    """A record's scores as markdown cells: runs | acc set | acc random | acc full | IOR | HLR | LRS."""
+    acc = score["acc"]
+    return (f"{len(score['ior']['runs'])} | {acc['set']:.4f} | {acc['random']:.4f} | {acc['full']:.4f} | "
+            f"{score['ior']['mean']:+.4f} +- {score['ior']['std']:.4f} | "
+            f"{score['hlr']['mean']:+.4f} +- {score['hlr']['std']:.4f} | "
+            f"{score['lrs']['mean']:.4f} +- {score['lrs']['std']:.4f}")
