@@ -1,6 +1,6 @@
 """Quickstart on the embedded digits: what condensation buys at 1 (and 10) images per class.
 
-    python quickstart.py            # under 3 minutes on 2 CPU cores
+    python quickstart.py            # 3-4 minutes on 2 CPU cores
     python quickstart.py --ipc 1    # the one-image-per-class column alone
 
 Trains the experts (skipped when already there), condenses digits with DANCE and with plain DM (the same
