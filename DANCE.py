@@ -56,9 +56,9 @@ def encoder_source(args, network, device, compile):
                       holdout_split(args), split_hint, compile, args.seed, args.lam_min, args.lam_max)
 
 
-def bookkeeping(args, world, device, info, network, val, test, fast):
-    """The run's folder (created now: every input was checked) and its books; `fast`: the compile decisions
-    (condensation networks, evaluation networks), each (bool, why)."""
+def bookkeeping(args, world, device, info, network, val, test, compiling):
+    """The run's folder (created now: every input was checked) and its books; `compiling`: the --compile decision
+    (compile?, why)."""
     git, settings = git_revision(), dict(vars(args))
     run = Run(args.save_dir, settings, bool(args.resume), world, (info.nclass * args.ipc, info.channels, info.size,
                                                                    info.size))
@@ -66,9 +66,8 @@ def bookkeeping(args, world, device, info, network, val, test, fast):
             (f", {world.size} processes, classes split in contiguous shares" if world.size > 1 else ""))
     if args.num_premodel == 0:
         run.log("num_premodel 0: plain DM (a fresh random network per iteration, no calibration)")
-    run.log(f"{precision_line(args.precision, device)}; compile: condensation networks {fast[0][1]}" +
-            (f", evaluation networks {fast[1][1]}" if args.eval_every else ""))
-    recipe = eval_recipe(eval_protocol(args), args.eval_epochs, fast[1][0])
+    run.log(f"{precision_line(args.precision, device)}; compile {compiling[1]}")
+    recipe = eval_recipe(eval_protocol(args), args.eval_epochs, compiling[0])
     evaluation = PeriodicEvaluation(test, val, network, recipe, args.eval_runs, args.parallel, args.seed, args.select_by)
     experts = folder_identity(args.pretrain_dir) if args.num_premodel else None
     description = describe_run(settings, info.class_names, (info.channels, info.size, info.size), git, world.size,
@@ -93,15 +92,17 @@ def condense(args, world, device, on_iteration=None):
     sampler = ClassSampler(train, info.nclass, args.batch_real, device, seed=args.seed, classes=range(first, end))
     network = network_of(args, info)
     check_network(network)
-    fast = condensation_compile(args, device, network, info, len(test), world.size)
-    encoders = encoder_source(args, network, device, fast[0][0])
+    compile, why = condensation_compile(args, device, network, info, len(test))
+    if args.compile == "auto":  # recorded as decided (args.json): --resume keeps the path, whatever its --niter
+        args.compile = compile
+    encoders = encoder_source(args, network, device, compile)
 
     # The synthetic set of this rank's classes and its one optimiser; the run starts (or resumes) it.
     synset = SyntheticSet(end - first, args.ipc, info.channels, info.size, args.factor, args.decode_type, device,
                           first_class=first, seed=args.seed)
     optimizer = torch.optim.SGD([synset.data], lr=args.lr_img, momentum=args.mom_img)
     adversary = learned_frequencies(args, network, device, world)  # NCFM's sampling network, with --cf_sampling_net
-    books = bookkeeping(args, world, device, info, network, val, test, fast)
+    books = bookkeeping(args, world, device, info, network, val, test, (compile, why))
     if not books.start(synset, optimizer, sampler, args.init, {"frequency_network": adversary} if adversary else None):
         return synset
     dsa, draws = DiffAug(args.aug_type, batch=True), IterationDraws(args.seed, info.nclass, device)

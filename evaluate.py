@@ -224,10 +224,10 @@ def score_set(ev, train, s, label, network, recipe, hard_recipe, result, teacher
                              full["mean"])
 
 
-def job_trainings(args, world, s, train, teacher):
-    """(networks this process trains for set `s`, their mean training images): its runs, and with --score the
+def job_trainings(args, s, train, teacher):
+    """(networks trained for set `s`, their mean training images): its runs, and with --score the
     hard-label runs (with a teacher), the random subsets' and the whole training set's (the most, if not reused)."""
-    runs = -(-args.runs // world.size)
+    runs = args.runs  # all ranks' runs: every rank decides alike
     sizes = [len(s.images)] * runs
     if args.score:
         sizes += [len(s.images)] * runs * (2 if teacher is not None else 1) + [len(train)] * runs
@@ -339,7 +339,7 @@ def evaluate_jobs(args, world, device, ev, jobs, train, teacher, teacher_id, tra
     say, entries = ev.say, []
     for s, label, network in jobs:
         epochs = set_epochs(s, info)
-        compile, why = evaluation_compile(args.compile, device, network, *job_trainings(args, world, s, train, teacher),
+        compile, why = evaluation_compile(args.compile, device, network, *job_trainings(args, s, train, teacher),
                                           epochs, s.protocol["batch_size"], s.protocol["eval_interval"], len(test))
         recipe = eval_recipe(s.protocol, epochs, compile, teacher, args.temperature)
         hard_recipe = eval_recipe(s.protocol, epochs, compile)

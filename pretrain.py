@@ -150,7 +150,7 @@ def train_pending(args, world, device, network, manifest, probe, train, test, in
             todo.append(index)
     world.barrier()  # every rank has read the manifest before rank 0 rewrites it
     mine, trained = world.owned(todo), []
-    compile, why = expert_compile(args, device, network, len(mine), len(train), len(test)) if mine else (False, "")
+    compile, why = expert_compile(args, device, network, len(train), len(test)) if mine else (False, "")
     if mine:
         log(f"{precision_line(args.precision, device)}; compile: expert training {why}")
     for group in groups_of(mine, group_size(args.parallel, probe, device, len(mine))):

@@ -132,16 +132,24 @@ def expert_recipe(args, compile=False):
                   precision=args.precision, compile=compile)
 
 
-def condensation_compile(args, device, network, info, test_images, world_size=1):
-    """((compile the encoders and experts?, why), (compile the periodic evaluations' networks?, why)) under
-    --compile: the auto decision counts this process's share of the classes over all --niter iterations."""
-    classes = -(-info.nclass // world_size)
-    work = condensation_work(network, args.niter, classes, args.batch_real, args.ipc * args.factor ** 2,
+def condensation_compile(args, device, network, info, test_images):
+    """(compile?, why) for a condensation run under --compile: auto weighs its encoders and experts over all --niter
+    iterations and its periodic evaluations' networks, and compiles both groups when either pays. Counted over the
+    whole run (not a torchrun rank's share), so every rank and any process count decide alike; a new run records the
+    outcome in its settings (DANCE.py), so --resume keeps the path the run started on."""
+    work = condensation_work(network, args.niter, info.nclass, args.batch_real, args.ipc * args.factor ** 2,
                              args.iter_calib, args.num_premodel > 0)
     evaluations = args.niter // args.eval_every if args.eval_every else 0
-    return decide(args.compile, device, work), evaluation_compile(
-        args.compile, device, network, args.eval_runs * evaluations, info.nclass * args.ipc * args.factor ** 2,
-        args.eval_epochs, args.batch_size, args.eval_interval, test_images)
+    nets = decide(args.compile, device, work)
+    evals = evaluation_compile(args.compile, device, network, args.eval_runs * evaluations,
+                               info.nclass * args.ipc * args.factor ** 2, args.eval_epochs, args.batch_size,
+                               args.eval_interval, test_images)
+    if args.compile != "auto":
+        return nets
+    on = nets[0] or evals[0]
+    return on, (f"{'on' if on else 'off'} (auto; condensation networks: {nets[1].partition('auto: ')[2].rstrip(')')}"
+                + (f"; evaluation networks: {evals[1].partition('auto: ')[2].rstrip(')')}" if evaluations else "")
+                + ")")
 
 
 def evaluation_compile(mode, device, network, trainings, images, epochs, batch_size, eval_interval, test_images):
@@ -151,10 +159,12 @@ def evaluation_compile(mode, device, network, trainings, images, epochs, batch_s
                                               tests, test_images))
 
 
-def expert_compile(args, device, network, experts, train_images, test_images):
-    """(compile the experts' training?, why) for `experts` experts trained --pretrain_epochs on `train_images`."""
-    return decide(args.compile, device, training_work("expert training", network, experts, args.pretrain_epochs,
-                                                      train_images, args.batch_real, 1, test_images))
+def expert_compile(args, device, network, train_images, test_images):
+    """(compile the experts' training?, why): all --pretrain_amount experts trained --pretrain_epochs on
+    `train_images`, however many are left or this rank trains, so a resumed or torchrun job decides as one run."""
+    return decide(args.compile, device, training_work("expert training", network, args.pretrain_amount,
+                                                      args.pretrain_epochs, train_images, args.batch_real, 1,
+                                                      test_images))
 
 
 def alignment(args, sampler=None):

@@ -148,7 +148,9 @@ def worker_of_rank(launcher, rank):
 
 @pytest.mark.slow
 def test_a_killed_rank_stops_the_job_and_one_process_resumes_it_exactly(common, tmp_path):
-    argv = condense_flags(common, common[0] / "experts") + ["--eval_every", "0", "--ckpt_every", "2"]
+    # --no-compile: with --niter 100000 --compile auto would compile the killed job's networks, and the whole run it is
+    # compared with (a few iterations) not: the two would agree to float tolerance only
+    argv = condense_flags(common, common[0] / "experts") + ["--eval_every", "0", "--ckpt_every", "2", "--no-compile"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                             os.path.join(ROOT, "DANCE.py"), *argv, "--niter", "100000", "--save_dir",

@@ -187,16 +187,26 @@ def test_an_error_eager_also_raises_is_not_hidden(capsys):
 
 
 def test_quickstart_sized_runs_stay_eager_and_the_papers_runs_compile(compiler_ok, tmp_path):
-    def choices(argv):
+    def choice(argv):
         args = parse("condense", argv + ["--device", "cpu"])
         _, _, info = load_data(args)
         return condensation_compile(args, CPU, network_of(args, info), info, 10000)
-    (nets, why), (evals, _) = choices(["-d", "digits", "--ipc", "10"])
-    assert not nets and not evals, why
+    on, why = choice(["-d", "digits", "--ipc", "10"])
+    assert not on and why.startswith("off (auto; condensation networks: saves ~") and "evaluation networks" in why
     data_dir = write_fixture("cifar10", str(tmp_path / "cifar"))  # CIFAR-10's on-disk format, a few images
-    (nets, why), (evals, _) = choices(["-d", "cifar10", "--reproduce", "--ipc", "10", "--factor", "2", "--data_dir",
-                                       data_dir])
-    assert nets and evals, why
+    on, why = choice(["-d", "cifar10", "--reproduce", "--ipc", "10", "--factor", "2", "--data_dir", data_dir])
+    assert on, why
+
+
+def test_a_new_run_records_its_compile_decision_and_resume_keeps_it(tmp_path, compiler_ok, monkeypatch):
+    run = tmp_path / "run"
+    flags = ["-d", "digits", "--device", "cpu", "--num_premodel", "0", "--ipc", "1", "--eval_every", "0"]
+    DANCE.main(parse("condense", flags + ["--niter", "1", "--save_dir", str(run)]))
+    assert json.loads((run / "args.json").read_text())["compile"] is False  # decided, not 'auto'
+    decided = []
+    monkeypatch.setattr("arguments.values.decide", lambda mode, device, work: decided.append(mode) or (False, "off"))
+    DANCE.main(parse("condense", ["--resume", str(run), "--niter", "2"]))
+    assert decided and set(decided) == {False}  # the resumed run is handed the recorded decision, not auto
 
 
 def test_flops_of_a_small_convnet_by_hand():
