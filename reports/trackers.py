@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from utils import UserError
+from utils import UserError, atomic_write_text
 
 TRACKERS = ("tensorboard", "wandb")
 WANDB_ID = "wandb_run_id.txt"  # the W&B run id of a run folder, so a resumed run continues the same W&B run
@@ -116,8 +116,7 @@ class WandB:
                               id=run_id, resume="allow" if keep_id else None, mode=mode,
                               settings=wandb.Settings(console="off"))  # the terminal stays the run's (tqdm)
         if keep_id and run_id is None:
-            with open(id_path, "w") as f:
-                f.write(self.run.id + "\n")
+            atomic_write_text(self.run.id + "\n", id_path)
         self.wandb, self.defined = wandb, set()
 
     def _axis(self, name, axis):
