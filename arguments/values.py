@@ -133,30 +133,30 @@ def expert_recipe(args, compile=False):
 
 
 def condensation_compile(args, device, network, info, test_images):
-    """(compile?, why) for a condensation run under --compile: auto weighs its encoders and experts over all --niter
-    iterations and its periodic evaluations' networks, and compiles both groups when either pays. Counted over the
-    whole run (not a torchrun rank's share), so every rank and any process count decide alike; a new run records the
-    outcome in its settings (DANCE.py), so --resume keeps the path the run started on."""
-    work = condensation_work(network, args.niter, info.nclass, args.batch_real, args.ipc * args.factor ** 2,
-                             args.iter_calib, args.num_premodel > 0)
+    """(compile?, why) for a condensation run under --compile: its encoders and experts over all --niter iterations
+    and its periodic evaluations' networks are decided together (auto: both compiled when either pays). Counted over
+    the whole run (not a torchrun rank's share), so every rank and any process count decide alike; a new run records
+    the outcome in its settings (DANCE.py), so --resume keeps the path the run started on."""
+    works = [condensation_work(network, args.niter, info.nclass, args.batch_real, args.ipc * args.factor ** 2,
+                               args.iter_calib, args.num_premodel > 0)]
     evaluations = args.niter // args.eval_every if args.eval_every else 0
-    nets = decide(args.compile, device, work)
-    evals = evaluation_compile(args.compile, device, network, args.eval_runs * evaluations,
-                               info.nclass * args.ipc * args.factor ** 2, args.eval_epochs, args.batch_size,
-                               args.eval_interval, test_images)
-    if args.compile != "auto":
-        return nets
-    on = nets[0] or evals[0]
-    return on, (f"{'on' if on else 'off'} (auto; condensation networks: {nets[1].partition('auto: ')[2].rstrip(')')}"
-                + (f"; evaluation networks: {evals[1].partition('auto: ')[2].rstrip(')')}" if evaluations else "")
-                + ")")
+    if evaluations:
+        works.append(evaluation_work(network, args.eval_runs * evaluations, info.nclass * args.ipc * args.factor ** 2,
+                                     args.eval_epochs, args.batch_size, args.eval_interval, test_images))
+    return decide(args.compile, device, *works)
+
+
+def evaluation_work(network, trainings, images, epochs, batch_size, eval_interval, test_images):
+    """The evaluation networks' Workload: `trainings` networks each trained `epochs` epochs on `images`, tested at
+    every `eval_interval` epochs and at the end."""
+    tests = (epochs // eval_interval if eval_interval else 0) + 1
+    return training_work("evaluation networks", network, trainings, epochs, images, batch_size, tests, test_images)
 
 
 def evaluation_compile(mode, device, network, trainings, images, epochs, batch_size, eval_interval, test_images):
     """(compile the evaluation networks?, why) for `trainings` networks each trained `epochs` epochs on `images`."""
-    tests = (epochs // eval_interval if eval_interval else 0) + 1
-    return decide(mode, device, training_work("evaluation networks", network, trainings, epochs, images, batch_size,
-                                              tests, test_images))
+    return decide(mode, device, evaluation_work(network, trainings, images, epochs, batch_size, eval_interval,
+                                                test_images))
 
 
 def expert_compile(args, device, network, train_images, test_images):

@@ -132,23 +132,28 @@ def first_line(error):
 
 
 def estimated_eager_seconds(work, device):
-    costs = COSTS.get(device.type)
+    costs = COSTS[device.type]
     threads = torch.get_num_threads() if device.type == "cpu" else 1
     return work.flops / (costs.flops_per_second * threads) + work.calls * costs.seconds_per_call
 
 
-def decide(mode, device, work):
-    """(compile?, reason) for `work` on `device` under --compile `mode` (True, False or 'auto')."""
+def decide(mode, device, *works):
+    """(compile?, reason) for the networks that run `works` on `device` under --compile `mode` (True, False or
+    'auto'); auto compiles them when any one of the works earns its compilation back."""
     if mode is False:
         return False, "off (--no-compile)"
     missing = compiler_missing(device)
     if missing:
         return False, f"off ({missing})" if mode == "auto" else f"off: --compile asked for, but {missing}; eager"
-    costs = COSTS[device.type]
-    eager = estimated_eager_seconds(work, device)
-    saving, cost = costs.saved * eager, work.graphs * costs.seconds_per_graph
-    estimate = f"saves ~{duration(saving)} of ~{duration(eager)} network time, compiling costs ~{duration(cost)}"
-    if mode == "auto" and saving < PAYBACK * cost:
+    costs, pays, estimates = COSTS[device.type], False, []
+    for work in works:
+        eager = estimated_eager_seconds(work, device)
+        saving, cost = costs.saved * eager, work.graphs * costs.seconds_per_graph
+        pays = pays or saving >= PAYBACK * cost
+        estimates.append((f"{work.what}: " if len(works) > 1 else "") + f"saves ~{duration(saving)} of "
+                         f"~{duration(eager)} network time, compiling costs ~{duration(cost)}")
+    estimate = "; ".join(estimates)
+    if mode == "auto" and not pays:
         return False, f"off (auto: {estimate}; --compile forces it)"
     broken = compiler_works(device)
     if broken:

@@ -192,7 +192,7 @@ def test_quickstart_sized_runs_stay_eager_and_the_papers_runs_compile(compiler_o
         _, _, info = load_data(args)
         return condensation_compile(args, CPU, network_of(args, info), info, 10000)
     on, why = choice(["-d", "digits", "--ipc", "10"])
-    assert not on and why.startswith("off (auto; condensation networks: saves ~") and "evaluation networks" in why
+    assert not on and why.startswith("off (auto: condensation networks: saves ~") and "; evaluation networks: " in why
     data_dir = write_fixture("cifar10", str(tmp_path / "cifar"))  # CIFAR-10's on-disk format, a few images
     on, why = choice(["-d", "cifar10", "--reproduce", "--ipc", "10", "--factor", "2", "--data_dir", data_dir])
     assert on, why
