@@ -1,12 +1,14 @@
-"""The paper's Figure 3 (b) and (c) at small scale, on the embedded digits.
+"""The paper's Figure 3 (b) and (c) at small scale, on the embedded digits or on real CIFAR-10.
 
 (b) test accuracy of the middle encoder lam * init + (1 - lam) * trained for lam = 0, 0.1, ..., 1,
     averaged over the experts;
 (c) the trained expert's accuracy on the synthetic set while it is condensed by DM (fresh random
     networks, no calibration) and by DANCE.
 
-    python bench/figure3.py                   # about 5 minutes on 2 CPU cores
-Writes <out>/fig3b_middle_encoder.png, <out>/fig3c_expert_on_synthetic.png and <out>/figure3.json.
+    python bench/figure3.py                                        # digits, about 7 minutes on 2 CPU cores
+    python bench/figure3.py -d cifar10 --data_dir DATA --out docs  # bench/methods.py's CIFAR-10 budget and experts
+Writes <out>/fig3b_middle_encoder.png, <out>/fig3c_expert_on_synthetic.png and <out>/figure3.json (on cifar10 each
+name ends in _cifar10); the condensation runs go to results/bench/figure3_<dataset>/.
 """
 import argparse
 import os
@@ -19,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import DANCE  # noqa: E402
 import pretrain  # noqa: E402
 from arguments import parse  # noqa: E402
+from bench.methods import BUDGETS, budget  # noqa: E402
 from arguments.values import network_of  # noqa: E402
 from condense.encoders import ExpertBank  # noqa: E402
 from data.augment import normalize  # noqa: E402
@@ -55,7 +58,7 @@ def condense_tracking(argv, expert, info, every):
     return curve
 
 
-def plot(out, lams, middle, curves):
+def plot(out, suffix, title, lams, middle, curves):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -63,56 +66,74 @@ def plot(out, lams, middle, curves):
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     ax.plot(lams, middle, "o-")
     ax.set(xlabel="lambda (0 = trained expert, 1 = its initialisation)", ylabel="test accuracy (%)",
-           title="(b) middle encoders on digits")
+           title=f"(b) middle encoders on {title}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig3b_middle_encoder.png"), dpi=120)
+    fig.savefig(os.path.join(out, f"fig3b_middle_encoder{suffix}.png"), dpi=120)
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     for name, curve in curves.items():
         ax.plot(*zip(*curve), label=name)
     ax.set(xlabel="condensation iteration", ylabel="expert accuracy on synthetic set (%)",
-           title="(c) trained expert on the synthetic set")
+           title=f"(c) trained expert on {title}'s synthetic sets")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig3c_expert_on_synthetic.png"), dpi=120)
+    fig.savefig(os.path.join(out, f"fig3c_expert_on_synthetic{suffix}.png"), dpi=120)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-d", "--dataset", default="digits", choices=("digits", *BUDGETS))
+    p.add_argument("--data_dir", default=None, help="cifar10: the folder holding cifar-10-batches-py")
     p.add_argument("--ipc", type=int, default=10)
-    p.add_argument("--niter", type=int, default=200)
+    p.add_argument("--niter", type=int, default=None, help="default: the dataset's (digits 200, cifar10 300)")
     p.add_argument("--every", type=int, default=10, help="iterations between expert checks")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join("results", "bench", "figure3"))
+    p.add_argument("--out", default=os.path.join("results", "bench", "figure3"), help="the pictures and the json")
+    p.add_argument("--pretrain_dir", default=None,
+                   help="experts; default <out>/experts on digits, bench/methods.py's (results/bench/cifar10/experts) "
+                        "on cifar10, trained there if missing")
     q = p.parse_args()
+    if q.dataset in BUDGETS and not q.data_dir:
+        p.error(f"-d {q.dataset} reads real images: pass --data_dir (the folder with cifar-10-batches-py)")
+    own, suffix = budget(q.dataset), "" if q.dataset == "digits" else f"_{q.dataset}"
+    experts = q.pretrain_dir or (os.path.join(q.out, "experts") if q.dataset == "digits" else
+                                 os.path.join("results", "bench", q.dataset, "experts"))
+    runs = q.out if q.dataset == "digits" else os.path.join("results", "bench", f"figure3_{q.dataset}")
     device = select_device(q.device)
-    common = ["-d", "digits", "--device", q.device, "--seed", str(q.seed),
-              "--pretrain_dir", os.path.join(q.out, "experts")]
-    args = parse("pretrain", common)
+    common = ["-d", q.dataset, "--device", q.device] + (["--data_dir", q.data_dir] if q.data_dir else []) + \
+        own.get("common", [])
+    args = parse("pretrain", common + own.get("pretrain", []) + ["--seed", "0", "--pretrain_dir", experts])
     pretrain.main(args)
-    train, test, info = load_dataset("digits", args.data_dir)
+    train, test, info = load_dataset(q.dataset, args.data_dir)
     test = Split(test.images.to(device), test.labels)
     bank = ExpertBank(args.pretrain_dir, args.pretrain_amount, network_of(args, info), device, "")
     lams = [round(0.1 * i, 1) for i in range(11)]
     middle = middle_encoder_curve(bank, test, info, device, lams)
 
-    condense = common + ["--ipc", str(q.ipc), "--niter", str(q.niter), "--eval_every", "0"]
+    condense = common + own.get("condense", []) + ["--seed", str(q.seed), "--pretrain_dir", experts, "--ipc",
+                                                   str(q.ipc), "--eval_every", "0", "--num_premodel",
+                                                   str(args.pretrain_amount)]
+    condense += ["--niter", str(q.niter)] if q.niter else []
     curves = {
         "DM": condense_tracking(condense + ["--num_premodel", "0", "--iter_calib", "0",
-                                           "--save_dir", os.path.join(q.out, "dm")], bank.expert(0), info, q.every),
-        "DANCE": condense_tracking(condense + ["--save_dir", os.path.join(q.out, "dance")], bank.expert(0), info,
+                                           "--save_dir", os.path.join(runs, "dm")], bank.expert(0), info, q.every),
+        "DANCE": condense_tracking(condense + ["--save_dir", os.path.join(runs, "dance")], bank.expert(0), info,
                                    q.every),
     }
-    plot(q.out, lams, middle, curves)
-    atomic_write_json({"lams": lams, "middle_encoder_acc": middle, "expert_acc_on_synthetic": curves,
-                       "ipc": q.ipc, "seed": q.seed}, os.path.join(q.out, "figure3.json"))
+    title = {"digits": "digits", "cifar10": "CIFAR-10"}.get(q.dataset, q.dataset)
+    plot(q.out, suffix, title, lams, middle, curves)
+    os.makedirs(q.out, exist_ok=True)
+    atomic_write_json({"dataset": q.dataset, "lams": lams, "middle_encoder_acc": middle,
+                       "expert_acc_on_synthetic": curves, "ipc": q.ipc, "seed": q.seed,
+                       "condense_flags": condense[2:]}, os.path.join(q.out, f"figure3{suffix}.json"))
     print("(b) middle encoder test accuracy by lam: " + ", ".join(f"{lam}: {a:.1f}" for lam, a in zip(lams, middle)))
     for name, curve in curves.items():
         print(f"(c) expert accuracy on the {name} set: start {curve[0][1]:.1f}, end {curve[-1][1]:.1f}, "
               f"min {min(a for _, a in curve):.1f}")
-    print(f"written: {q.out}/fig3b_middle_encoder.png, fig3c_expert_on_synthetic.png, figure3.json")
+    print(f"written: {q.out}/fig3b_middle_encoder{suffix}.png, fig3c_expert_on_synthetic{suffix}.png, "
+          f"figure3{suffix}.json")
 
 
 if __name__ == "__main__":
