@@ -30,6 +30,28 @@ from utils import preserved_rng, save_grid
 LOG_EVERY = 20
 
 
+class StepClock:
+    """Seconds per condensation iteration from the steps alone: the time between the end of one iteration's books
+    (log, evaluation, checkpoint) and the end of the next step, leaving out the session's first step (it compiles and
+    warms up) once a later one is timed."""
+
+    def start(self, now):
+        self.mark, self.first, self.total, self.count = now, None, 0.0, 0
+
+    def step_done(self, first):
+        seconds = time.time() - self.mark
+        if first:
+            self.first = seconds
+        else:
+            self.total, self.count = self.total + seconds, self.count + 1
+
+    def books_done(self):
+        self.mark = time.time()
+
+    def per_step(self):
+        return self.total / self.count if self.count else self.first
+
+
 @dataclass(frozen=True)
 class Schedule:
     """How long the run is and how often it evaluates and checkpoints (0: never, but at the end)."""
@@ -87,6 +109,7 @@ class Bookkeeping:
         self.evaluation, self.description, self.iter_calib = evaluation, description, iter_calib
         self.log = run.log
         self.done, self.best, self._started = 0, -1.0, None
+        self.steps = StepClock()
         self.track = Trackers()  # --logger's trackers, opened by `start`
 
     def start(self, synset, optimizer, sampler, init, learned=None):
@@ -132,6 +155,7 @@ class Bookkeeping:
 
     def __enter__(self):
         self._started, self._exit = time.time(), ExitStack()
+        self.steps.start(self._started)
         self._stop = self._exit.enter_context(StopSignals())
         self._bar = self._exit.enter_context(tqdm(total=self.schedule.niter, initial=self.done, desc="condense",
                                                   unit="it", dynamic_ncols=True,
@@ -151,6 +175,7 @@ class Bookkeeping:
         """Iteration k's books: `inner` and `inter` are its summed losses (device scalars or 0.0), `calibrated` whether
         the expert calibrated."""
         run, schedule = self.run, self.schedule
+        self.steps.step_done(first=k == self.done + 1)
         run.watch_finite(self.synset.data, inner + inter, k)
         self._bar.update()
         stopping = self.world.any(self._stop.signum is not None)
@@ -168,13 +193,14 @@ class Bookkeeping:
                            learned=self.learned)
         if stopping:
             run.stop(self._stop.signum or signal.SIGTERM, k)
+        self.steps.books_done()
 
     def _log_losses(self, k, inner, inter, calib):
         """The losses per class (and per calibration sweep), summed over the ranks; the time per iteration."""
         niter, nclass = self.schedule.niter, self.info.nclass
         inner, inter = total_losses(self.world, inner, inter)
         inner, inter = inner / nclass, inter / nclass / max(calib, 1)
-        per_it = (time.time() - self._started) / (k - self.done)
+        per_it = self.steps.per_step()
         self._bar.set_postfix(inner=f"{inner:.4f}", calib=f"{inter:.4f}")
         self.log(f"iteration {k}/{niter}: inner loss {inner:.4f}, calibration loss {inter:.4f} "
                  f"({per_it:.3f} s/iter, {per_it * (niter - k) / 60:.1f} min left)")

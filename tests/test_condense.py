@@ -247,3 +247,18 @@ def test_expert_bank_picks_keyed_experts_and_lambdas_in_range(tmp_path):
     assert picked == {0, 1, 2}
     again = ExpertBank(str(tmp_path), 3, NETWORK, "cpu", "", seed=5, lam_min=0.2, lam_max=0.4)
     assert all(torch.equal(x, y) for x, y in zip(bank.pick(7)[0].parameters(), again.pick(7)[0].parameters()))
+
+
+def test_seconds_per_iteration_leave_out_books_and_the_first_step(monkeypatch):
+    from condense import bookkeeping
+    now = iter([10.0, 10.5, 11.5, 20.0, 21.0])  # first step 10 s (compiling), then 1 s steps around an 8.5 s evaluation
+    monkeypatch.setattr(bookkeeping.time, "time", lambda: next(now))
+    clock = bookkeeping.StepClock()
+    clock.start(0.0)
+    clock.step_done(first=True)
+    assert clock.per_step() == 10.0  # all there is after the first step
+    clock.books_done()
+    clock.step_done(first=False)
+    clock.books_done()
+    clock.step_done(first=False)
+    assert clock.per_step() == 1.0
