@@ -127,8 +127,12 @@ def test_the_sampling_network_on_two_ranks_matches_one_process_up_to_summation_o
                                                            "--cf_frequencies", "64", "--cf_sampling_net"]
     launch("DANCE.py", argv + ["--save_dir", str(tmp_path / "one")], 1)
     launch("DANCE.py", argv + ["--save_dir", str(tmp_path / "two")], 2)
-    x, y = (torch.load(tmp_path / d / "data_6.pt", weights_only=True)[0] for d in ("one", "two"))
-    torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-3)
+    x, y, x0 = (torch.load(tmp_path / d / f"data_{k}.pt", weights_only=True)[0]
+                for d, k in (("one", 6), ("two", 6), ("one", 0)))
+    # Rounding differs with the summation order and with the CPU's kernels (AVX2, AVX-512, oneDNN's choice), and the
+    # min-max amplifies it over the iterations: the two sets must agree to a small fraction of what the 6 iterations
+    # moved the pixels (seen: 0.3% with AVX2 kernels, 1.5% with the default ones), not pixel for pixel.
+    assert (x - y).norm() <= 0.05 * (x - x0).norm()
     one, two = (torch.load(tmp_path / d / "state.pt", weights_only=True)["learned"]["frequency_network"]["net"]
                 for d in ("one", "two"))
     for name in one:
