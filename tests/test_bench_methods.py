@@ -28,21 +28,31 @@ def test_two_processes_add_their_rows_to_one_record(tmp_path):
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["figures"] == {"ipc1": {"dm": {"0": {"acc": 50.0}}, "dance": {"0": {"acc": 55.0}}},
                                   "ipc10": {"dm": {"0": {"acc": 70.0}}}}
-    assert Record(path, BUDGET).get(10, "dm", 0) == {"acc": 70.0}
+    assert Record(path, BUDGET).get(10, "dm", 0) == {"acc": 70.0}  # no eval_epochs field: the flags' epochs
 
 
 def test_a_record_of_another_budget_is_refused(tmp_path):
     path = str(tmp_path / "report.json")
-    Record(path, BUDGET).add(1, "dm", 0, {"acc": 50.0})
+    Record(path, BUDGET).add(1, "dm", 0, {"acc": 50.0, "eval_epochs": None})
     with pytest.raises(UserError, match="another budget.*--report"):
         Record(path, {**BUDGET, "flags": {"condense": ["--niter", "3"]}})
+
+
+def test_a_figure_of_other_evaluation_epochs_is_not_reused(tmp_path):
+    path = str(tmp_path / "report.json")
+    Record(path, BUDGET).add(1, "dm", 0, {"acc": 50.0, "eval_epochs": None})
+    Record(path, BUDGET).add(10, "dm", 0, {"acc": 70.0, "eval_epochs": None})
+    longer = Record(path, BUDGET, lambda ipc: 1500 if ipc == 1 else None)
+    assert longer.get(1, "dm", 0) is None  # measured at the flags' epochs, not the 1,500 now asked at IPC 1
+    assert longer.get(10, "dm", 0) == {"acc": 70.0, "eval_epochs": None}
+    assert longer.accuracies(1, "dm", [0]) == {}
 
 
 def test_markdown_gives_means_per_seed_figures_and_paired_differences(tmp_path):
     record = Record(str(tmp_path / "r.json"), BUDGET)
     for seed, (random, dm, dance) in enumerate([(40.0, 50.0, 60.0), (42.0, 51.0, 63.0)]):
         for key, acc in (("random", random), ("dm", dm), ("dance", dance)):
-            record.add(1, key, seed, {"acc": acc})
+            record.add(1, key, seed, {"acc": acc, "eval_epochs": None})
     lines = markdown(record, [1], [0, 1]).splitlines()
     assert "| random real subset | 41.0 +- 1.0 |" in lines
     assert "| DANCE | 61.5 +- 1.5 |" in lines
@@ -66,8 +76,8 @@ def test_a_rerun_measures_only_what_the_record_lacks(tmp_path, monkeypatch, caps
 
     measured = []
     real = methods.measure_row
-    monkeypatch.setattr(methods, "measure_row", lambda q, seed, ipc, key, experts: measured.append(key) or
-                        real(q, seed, ipc, key, experts))
+    monkeypatch.setattr(methods, "measure_row", lambda q, seed, ipc, key, experts, epochs: measured.append(key) or
+                        real(q, seed, ipc, key, experts, epochs))
     monkeypatch.setattr(sys, "argv", argv + ["--methods", "random", "dm", "dance"])
     assert methods.main() == 0
     assert measured == ["dm"]  # random and DANCE come from the record
