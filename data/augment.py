@@ -2,7 +2,7 @@
 
 As the official code: DSA as its misc/augment.py (`DiffAug`, IDC's), CutMix as its train.py `train_epoch` and
 misc/utils.py `rand_bbox`. Every op below is a pure function of x and one parameter per sample; `DiffAug` draws
-the parameters.
+the parameters and applies them fused, in few operators (`DiffAug.reference` composes the ops one by one).
 x is N x C x H x W; "x" indices run along H (dim 2) and "y" indices along W (dim 3), as in the reference.
 Per-sample randomness comes from torch, the one host-side choice (which DSA op) from Python's `random`;
 `utils.seed_everything` seeds both, so every call is reproducible.
@@ -110,17 +110,140 @@ def cutout(x, ox, oy, ch, cw):
 
 
 # ----------------------------------------------------------------------------------------------
+# Fused application: what one DiffAug call composes from the ops above, in few operators (a GPU launches a
+# kernel per operator). Parameters come as N x k x 1 x 1 blocks, so each slice broadcasts against x.
+# ----------------------------------------------------------------------------------------------
+
+def _crop_shifts(h, w):
+    """The largest crop/translate shift along H and along W."""
+    return int(h * CROP_PAD_RATIO + 0.5), int(w * CROP_PAD_RATIO + 0.5)
+
+
+def _cutout_size(h, w):
+    """The cutout window's height and width."""
+    return int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
+
+
+@functools.lru_cache(maxsize=256)
+def _ramp(n, start, dim, device):
+    """start, start + 1, ..., start + n - 1 (float) along `dim` (2: H, 3: W) of a 4-D shape, built once."""
+    shape = [1, 1, 1, 1]
+    shape[dim] = n
+    return (torch.arange(n, dtype=torch.float32, device=device) + start).view(shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _column(values, device):
+    """A k x 1 x 1 float constant, one value per draw column (broadcasts against N x k x 1 x 1 draws), built once."""
+    return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
+
+
+def _color_affine(x, a, b, c, s=None):
+    """a * x + b * m + c * M (+ s): m is x's channel mean per pixel, M its mean per sample."""
+    m = x.mean(dim=1, keepdim=True)
+    big_m = m.mean(dim=(2, 3), keepdim=True)
+    base = c * big_m if s is None else torch.addcmul(s, c, big_m)
+    return torch.addcmul(torch.addcmul(base, b, m), a, x)
+
+
+class _ColorMap(torch.autograd.Function):
+    """x -> a * x + b * m + c * M + s. Its linear part is self-adjoint (channel and sample means are orthogonal
+    projections), so x's gradient is the same map of the output's gradient without s: 5 operators, no graph."""
+
+    @staticmethod
+    def forward(ctx, x, a, b, c, s):
+        ctx.save_for_backward(a, b, c)
+        return _color_affine(x, a, b, c, s)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _color_affine(grad, *ctx.saved_tensors), None, None, None, None
+
+
+def color_map(x, s, k, q):
+    """brightness -> saturation -> contrast as one map, s = (r_b - 0.5) * BRIGHTNESS, k = r_s * SATURATION and
+    q = r_c + CONTRAST (N x 1 x 1 x 1 each): x3 = q * k * (x - m) + q * (m - M) + M + s."""
+    # Brightness adds s to x, m and M; saturation gives k * (x - m) + m + s, whose sample mean is still M + s
+    # (x - m has channel mean 0); contrast then scales the deviation from M + s by q. One channel: m = x.
+    a = q * k
+    return _ColorMap.apply(x, a, q - a, 1.0 - q, s)
+
+
+class _Mirror(torch.autograd.Function):
+    """`flip` whose gradient is `flip` of the output's gradient (a per-sample mirror is its own adjoint): two
+    operators instead of autograd's six."""
+
+    @staticmethod
+    def forward(ctx, x, mask):
+        ctx.save_for_backward(mask)
+        return torch.where(mask, x.flip(3), x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        mask, = ctx.saved_tensors
+        return torch.where(mask, grad.flip(3), grad), None
+
+
+def _crop_index(shifts, mirror, h, w):
+    """Flat index (float, N x 1 x H x W) of crop(flip(x)) into the zero-padded image: row * (W + 2) + col.
+    shifts: [ty] ('translate') or [ty, tx], N x 1 x 1 x 1 each, the drawn shift plus the largest (in [0, 2 * shift]);
+    mirror: bool N x 1 x 1 x 1 (flip W first) or None."""
+    sx, sy = _crop_shifts(h, w)
+    dev = shifts[0].device
+    # Out-of-image reads clamp onto the zero border, as `crop` does.
+    rows = _ramp(h, 1, 2, dev) if len(shifts) == 1 else (_ramp(h, 1 - sx, 2, dev) + shifts[1]).clamp_(0, h + 1)
+    cols = (_ramp(w, 1 - sy, 3, dev) + shifts[0]).clamp_(0, w + 1)
+    if mirror is not None:
+        # flip(x)'s padded column p is x's padded column W + 1 - p (the borders 0 and W + 1 are both zero)
+        cols = torch.where(mirror, (w + 1) - cols, cols)
+    return torch.add(cols, rows, alpha=w + 2)
+
+
+def _cutout_window(ox, oy, h, w):
+    """True inside each sample's cutout window (rows ox - ch // 2 .. ox - ch // 2 + ch - 1, columns alike):
+    N x 1 x H x W. Drawn centres (0 <= ox < H + 1 - ch % 2) put the window across the image, so `cutout`'s clamps
+    change nothing: a pixel is inside when it lies within (ch - 1) / 2 of the window's centre."""
+    ch, cw = _cutout_size(h, w)
+    dev = ox.device
+    rows = (_ramp(h, (1 - ch % 2) / 2, 2, dev) - ox).abs_() <= (ch - 1) / 2
+    cols = (_ramp(w, (1 - cw % 2) / 2, 3, dev) - oy).abs_() <= (cw - 1) / 2
+    return rows & cols
+
+
+def _gather_padded(x, index):
+    """x zero-padded by one pixel, read at a flat index per output pixel (N x 1 x H x W, shared by the channels)."""
+    n, c, h, w = x.shape
+    flat = F.pad(x, [1, 1, 1, 1]).view(n, c, (h + 2) * (w + 2))
+    return flat.gather(2, index.long().view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+
+
+def _theta(name, params):
+    """N x 2 x 3 sampling matrices of `scale` (params: [sx - lo, sy - lo]) or `rotate` (params: [angle]), each
+    N x 1 x 1 x 1: the matrices `scale` and `rotate` stack, from constant patterns instead of stacks."""
+    dev = params[0].device
+    if name == "scale":
+        # params are u * (SCALE_RATIO - lo); adding lo here rounds as the reference's u * (...) + lo
+        lo = 1.0 / SCALE_RATIO
+        base = _const(((lo, 0.0, 0.0), (0.0, lo, 0.0)), torch.float32, dev)
+        first = _const(((1.0, 0.0, 0.0), (0.0, 0.0, 0.0)), torch.float32, dev)
+        second = _const(((0.0, 0.0, 0.0), (0.0, 1.0, 0.0)), torch.float32, dev)
+        theta = torch.addcmul(torch.addcmul(base, params[0], first), params[1], second)
+    else:
+        eye = _const(((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)), torch.float32, dev)
+        turn = _const(((0.0, -1.0, 0.0), (1.0, 0.0, 0.0)), torch.float32, dev)
+        theta = torch.addcmul(torch.cos(params[0]) * eye, torch.sin(params[0]), turn)
+    return theta.view(-1, 2, 3)
+
+
+# ----------------------------------------------------------------------------------------------
 # DiffAug: parameter draws and composition.
 # ----------------------------------------------------------------------------------------------
 
 def _dense_group_ids(groups):
     """Relabel arbitrary group ids as 0..(#groups - 1) without a host sync (sort, then count changes)."""
-    order = torch.argsort(groups)
-    s = groups[order]
-    starts = torch.ones_like(s)
-    starts[1:] = (s[1:] != s[:-1]).long()
-    rank = torch.cumsum(starts, 0) - 1
-    return torch.empty_like(rank).scatter_(0, order, rank)
+    s, order = torch.sort(groups)
+    rank = F.pad(torch.cumsum(s[1:] != s[:-1], 0), [1, 0])  # the changes before each sorted position
+    return torch.empty_like(order).scatter_(0, order, rank)
 
 
 class DiffAug:
@@ -197,7 +320,102 @@ class DiffAug:
 
         With `draws` (a data.streams.IterationDraws), `groups` holds each sample's class id and class c's
         parameters are row c of a table drawn for every class: the same whichever other classes are in x.
+        Computes what `reference` computes from the same draws, fused: one colour map, and crop, its flip and
+        cutout one gather.
         """
+        if not self.enabled:
+            return x
+        _, _, h, w = x.shape
+        name, p = self._draw(x, groups, draws)
+        mirror = p["flip"][0] < PROB_FLIP if self.flip else None
+        if self.color:
+            x = color_map(x, *(v.to(x.dtype) for v in p["color"]))
+        window = _cutout_window(*p["cutout"], h, w) if self.cutout else None
+        if name in ("crop", "translate"):
+            # flip and colour commute (the colour map is per pixel, its means flip-invariant)
+            index = _crop_index(p[name], mirror, h, w)
+            if window is not None:
+                index = index.masked_fill_(window, 0.0)  # padded pixel 0 is a zero border pixel
+            return _gather_padded(x, index)
+        if mirror is not None:
+            # not folded into the sampling grid: bilinear weights at -u and u round apart by ~W * 1e-7
+            x = _Mirror.apply(x, mirror)
+        if name is not None:
+            x = _affine(x, _theta(name, p[name]))
+        if window is not None:
+            x = x.masked_fill(window, 0.0)
+        return x.contiguous()
+
+    def _columns(self, name, h, w):
+        """One call's draws in the reference's order: {part: [(scale, shift), ...]} for the uniform columns
+        (parameter u * scale + shift, rounded once as the reference's formula), then {part: [span, ...]} for the
+        integer ones (low + an offset in [0, span)), last: crop, translate and cutout follow the others."""
+        lo, rad = 1.0 / SCALE_RATIO, math.radians(ROTATE_DEGREES)
+        uniform, integer = {}, {}
+        if self.flip:
+            uniform["flip"] = [(1.0, 0.0)]
+        if self.color:
+            uniform["color"] = [(BRIGHTNESS, -0.5 * BRIGHTNESS), (SATURATION, 0.0), (1.0, CONTRAST)]
+        if name == "scale":
+            # + lo in `_theta`: two roundings, as the reference (bilinear sampling turns an ulp into ~W * 1e-7)
+            uniform[name] = [(SCALE_RATIO - lo, 0.0)] * 2
+        elif name == "rotate":
+            uniform[name] = [(2 * rad, -rad)]
+        elif name is not None:
+            sx, sy = _crop_shifts(h, w)
+            integer[name] = [2 * sy + 1, 2 * sx + 1] if name == "crop" else [2 * sy + 1]
+        if self.cutout:
+            ch, cw = _cutout_size(h, w)
+            integer["cutout"] = [h + 1 - ch % 2, w + 1 - cw % 2]
+        return uniform, integer
+
+    def _draw(self, x, groups, draws):
+        """(op name or None, {part: [N x 1 x 1 x 1 column, ...]}): the reference's draws of one call, read as one
+        block (uniform parameters, then integer offsets), transformed with one operator and split with one."""
+        if draws is not None and groups is None:
+            raise ValueError("keyed draws need the class id of every sample (groups)")
+        n, _, h, w = x.shape
+        call = None if draws is None else draws.next_call()
+        name = None
+        if self.ops:
+            pick = random.randrange(len(self.ops)) if draws is None else draws.choice(len(self.ops), call)
+            name = self.ops[pick]
+        uniform, integer = self._columns(name, h, w)
+        maps = [m for part in uniform.values() for m in part]
+        spans = [s for part in integer.values() for s in part]
+        nf = len(maps)
+        if draws is None:
+            block = self._stream_block(x, groups, nf, spans)
+            maps += [(1.0, 0.0)] * len(spans)  # the stream draws the offsets themselves
+        else:
+            block = draws.table(KEYED_COLUMNS, call)[groups.to(x.device).long()].view(n, KEYED_COLUMNS, 1, 1)
+            maps += [(float(s), 0.0) for s in spans] + [(1.0, 0.0)] * (KEYED_COLUMNS - nf - len(spans))
+        if any(m != (1.0, 0.0) for m in maps):
+            scale, shift = zip(*maps)
+            block = torch.addcmul(_column(shift, x.device), block, _column(scale, x.device))
+        if draws is not None and spans:
+            # the keyed `integers`: offset min(floor(u * span), span - 1), in place on the integer columns
+            top = _column(tuple(s - 1.0 for s in spans), x.device)
+            block[:, nf:nf + len(spans)].clamp_(max=top).floor_()
+        columns = iter(block.split(1, dim=1))
+        return name, {part: [next(columns) for _ in spec] for part, spec in {**uniform, **integer}.items()}
+
+    def _stream_block(self, x, groups, uniforms, spans):
+        """The reference's stream draws as one N x k x 1 x 1 block: `uniforms` U[0, 1) columns, then one integer
+        offset in [0, span) per span (randint(0, span) draws what randint(low, low + span) does, less low)."""
+        n, dev = x.shape[0], x.device
+        index, g = self._group_index(x, groups) if groups is not None else (None, 1 if self.batch else n)
+        cols = [torch.rand(g, device=dev) for _ in range(uniforms)]
+        cols += [torch.randint(0, s, (g,), device=dev, dtype=torch.float32) for s in spans]
+        block = torch.stack(cols, 1)
+        if index is not None:
+            block = block[index]
+        block = block.view(-1, len(cols), 1, 1)
+        return block if block.shape[0] == n else block.expand(n, -1, -1, -1)
+
+    def reference(self, x, groups=None, draws=None):
+        """`__call__` as the per-op composition (flip, brightness, saturation, contrast, one op, cutout): the
+        fused call is checked against it, from the same draws."""
         if not self.enabled:
             return x
         _, _, h, w = x.shape
