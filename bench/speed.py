@@ -14,8 +14,10 @@ iter_calib 1, factor 2, one expert); --quick shrinks the shapes to check the scr
     python bench/speed.py --defaults --ipcs 10       # what a user gets by default, against what it replaces
 
 Columns: CPU seconds (user + system) and wall seconds per iteration / epoch, peak resident memory (CPU) or
-peak allocated memory (GPU), and the host reads per condensation iteration (aten::_local_scalar_dense in a
-torch.profiler trace of one iteration, which on a GPU each wait for the device).
+peak allocated memory (GPU), the host reads per condensation iteration (aten::_local_scalar_dense in a
+torch.profiler trace of one iteration, which on a GPU each wait for the device), and the operators one iteration
+dispatches (forward and backward, counted at the dispatcher: on a GPU about one kernel launch each, so at CIFAR-10
+shapes they, not the arithmetic, set the speed).
 """
 import argparse
 import functools
@@ -64,6 +66,22 @@ def _timed(fn, iters, device):
     sync()
     cpu1, wall1 = _clock()
     return (cpu1 - cpu0) / iters, (wall1 - wall0) / iters
+
+
+def count_operators(fn):
+    """ATen operators one call of fn dispatches, backward included (a TorchDispatchMode sees every one)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Counter.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        fn()
+    return Counter.count
 
 
 def child_condense(c):
@@ -149,7 +167,8 @@ def child_condense(c):
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         iteration()
     reads = sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense")
-    return {"cpu_s": cpu, "wall_s": wall, "peak_mib": _peak_mib(device), "host_reads": reads}
+    ops = count_operators(iteration) if not getattr(c, "compile", False) else float("nan")
+    return {"cpu_s": cpu, "wall_s": wall, "peak_mib": _peak_mib(device), "host_reads": reads, "operators": ops}
 
 
 def _training_data(c):
@@ -360,12 +379,12 @@ def code_name(code):
 
 def condense_table(configs, medians):
     lines = ["| code | IPC | schedule | align | DANCE_KEEP_MEMORY | precision | compile | CPU s/iter | wall s/iter | "
-             "peak MiB | host reads/iter |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "peak MiB | host reads/iter | operators/iter |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (config, allocator, code), m in zip(configs, medians):
         align = config["align"] + (f" ({config['cf_frequencies']} freq.)" if config["align"] == "cf" else "")
         lines.append(f"| {code_name(code)} | {config['ipc']} | {config['update']} | {align} | {allocator} | "
                      f"{config['precision']} | {'yes' if config.get('compile') else 'no'} | {m['cpu_s']:.2f} | "
-                     f"{m['wall_s']:.2f} | {m['peak_mib']:.0f} | {m['host_reads']:.0f} |")
+                     f"{m['wall_s']:.2f} | {m['peak_mib']:.0f} | {m['host_reads']:.0f} | {m.get('operators', float('nan')):.0f} |")
     return "\n".join(lines)
 
 
