@@ -95,6 +95,8 @@ def condense(args, world, device, on_iteration=None):
     compile, why = condensation_compile(args, device, network, info, len(test))
     if args.compile == "auto":  # recorded as decided (args.json): --resume keeps the path, whatever its --niter
         args.compile = compile
+    elif args.resume and compile == args.compile:  # no flag was given now: say where the decision comes from
+        why = f"{'on' if compile else 'off'} (as the run decided when it started, its args.json)"
     encoders = encoder_source(args, network, device, compile)
 
     # The synthetic set of this rank's classes and its one optimiser; the run starts (or resumes) it.

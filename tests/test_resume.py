@@ -134,6 +134,7 @@ def test_sigkill_then_resume_is_bit_identical(setup, tmp_path, mode, at, target,
     assert not glob.glob(str(run / ".tmp_*"))
     log = (run / "log.txt").read_text()
     assert (f"resuming after iteration {resumes_at}" if resumes_at else "restarting from iteration 1") in log
+    assert "compile off (as the run decided when it started, its args.json)" in log  # no --no-compile was given
     assert torch.equal(torch.load(run / f"data_{NITER}.pt", weights_only=True)[0], setup["reference"])
 
 
