@@ -58,6 +58,12 @@ def condense_tracking(argv, expert, info, every):
     return curve
 
 
+def without_locations(flags):
+    """The flags but the dataset's and the experts' folders and the device (machine-specific, not the method's)."""
+    drop = {"--data_dir", "--pretrain_dir", "--device"}
+    return [f for i, f in enumerate(flags) if f not in drop and (i == 0 or flags[i - 1] not in drop)]
+
+
 def plot(out, suffix, title, lams, middle, curves):
     import matplotlib
     matplotlib.use("Agg")
@@ -127,7 +133,7 @@ def main():
     os.makedirs(q.out, exist_ok=True)
     atomic_write_json({"dataset": q.dataset, "lams": lams, "middle_encoder_acc": middle,
                        "expert_acc_on_synthetic": curves, "ipc": q.ipc, "seed": q.seed,
-                       "condense_flags": condense[2:]}, os.path.join(q.out, f"figure3{suffix}.json"))
+                       "condense_flags": without_locations(condense)}, os.path.join(q.out, f"figure3{suffix}.json"))
     print("(b) middle encoder test accuracy by lam: " + ", ".join(f"{lam}: {a:.1f}" for lam, a in zip(lams, middle)))
     for name, curve in curves.items():
         print(f"(c) expert accuracy on the {name} set: start {curve[0][1]:.1f}, end {curve[-1][1]:.1f}, "
