@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import DANCE  # noqa: E402
 import pretrain  # noqa: E402
 from arguments import parse  # noqa: E402
-from bench.methods import BUDGETS, budget  # noqa: E402
+from bench.methods import BUDGETS, budget_flags, location_flags  # noqa: E402
 from arguments.values import network_of  # noqa: E402
 from condense.encoders import ExpertBank  # noqa: E402
 from data.augment import normalize  # noqa: E402
@@ -56,12 +56,6 @@ def condense_tracking(argv, expert, info, every):
     shutil.rmtree(args.save_dir, ignore_errors=True)  # the figure's own run folder, redone each time
     DANCE.main(args, on_iteration=track)
     return curve
-
-
-def without_locations(flags):
-    """The flags but the dataset's and the experts' folders and the device (machine-specific, not the method's)."""
-    drop = {"--data_dir", "--pretrain_dir", "--device"}
-    return [f for i, f in enumerate(flags) if f not in drop and (i == 0 or flags[i - 1] not in drop)]
 
 
 def plot(out, suffix, title, lams, middle, curves):
@@ -103,14 +97,13 @@ def main():
     q = p.parse_args()
     if q.dataset in BUDGETS and not q.data_dir:
         p.error(f"-d {q.dataset} reads real images: pass --data_dir (the folder with cifar-10-batches-py)")
-    own, suffix = budget(q.dataset), "" if q.dataset == "digits" else f"_{q.dataset}"
+    suffix = "" if q.dataset == "digits" else f"_{q.dataset}"
     experts = q.pretrain_dir or (os.path.join(q.out, "experts") if q.dataset == "digits" else
                                  os.path.join("results", "bench", q.dataset, "experts"))
     runs = q.out if q.dataset == "digits" else os.path.join("results", "bench", f"figure3_{q.dataset}")
     device = select_device(q.device)
-    common = ["-d", q.dataset, "--device", q.device] + (["--data_dir", q.data_dir] if q.data_dir else []) + \
-        own.get("common", [])
-    args = parse("pretrain", common + own.get("pretrain", []) + ["--seed", "0", "--pretrain_dir", experts])
+    where = location_flags(q.dataset, q.device, q.data_dir)
+    args = parse("pretrain", where + budget_flags(q.dataset, "pretrain") + ["--seed", "0", "--pretrain_dir", experts])
     pretrain.main(args)
     train, test, info = load_dataset(q.dataset, args.data_dir)
     test = Split(test.images.to(device), test.labels)
@@ -118,10 +111,10 @@ def main():
     lams = [round(0.1 * i, 1) for i in range(11)]
     middle = middle_encoder_curve(bank, test, info, device, lams)
 
-    condense = common + own.get("condense", []) + ["--seed", str(q.seed), "--pretrain_dir", experts, "--ipc",
-                                                   str(q.ipc), "--eval_every", "0", "--num_premodel",
-                                                   str(args.pretrain_amount)]
-    condense += ["--niter", str(q.niter)] if q.niter else []
+    method = budget_flags(q.dataset, "condense") + ["--seed", str(q.seed), "--ipc", str(q.ipc), "--eval_every", "0",
+                                                    "--num_premodel", str(args.pretrain_amount)]
+    method += ["--niter", str(q.niter)] if q.niter else []
+    condense = where + method + ["--pretrain_dir", experts]
     curves = {
         "DM": condense_tracking(condense + ["--num_premodel", "0", "--iter_calib", "0",
                                            "--save_dir", os.path.join(runs, "dm")], bank.expert(0), info, q.every),
@@ -133,7 +126,7 @@ def main():
     os.makedirs(q.out, exist_ok=True)
     atomic_write_json({"dataset": q.dataset, "lams": lams, "middle_encoder_acc": middle,
                        "expert_acc_on_synthetic": curves, "ipc": q.ipc, "seed": q.seed,
-                       "condense_flags": without_locations(condense)}, os.path.join(q.out, f"figure3{suffix}.json"))
+                       "condense_flags": ["-d", q.dataset] + method}, os.path.join(q.out, f"figure3{suffix}.json"))
     print("(b) middle encoder test accuracy by lam: " + ", ".join(f"{lam}: {a:.1f}" for lam, a in zip(lams, middle)))
     for name, curve in curves.items():
         print(f"(c) expert accuracy on the {name} set: start {curve[0][1]:.1f}, end {curve[-1][1]:.1f}, "

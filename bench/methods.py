@@ -124,11 +124,21 @@ def eval_epochs(q, ipc):
     return budget(q.dataset).get("eval_epochs_by_ipc", {}).get(ipc)
 
 
+def budget_flags(dataset, script):
+    """The flags the dataset's budget gives `script` ('pretrain', 'condense', 'evaluate'; 'baseline': evaluate.py's
+    real-image rows)."""
+    own = budget(dataset)
+    return own.get(script, []) if script == "baseline" else own.get("common", []) + own.get(script, [])
+
+
+def location_flags(dataset, device, data_dir):
+    """The dataset and where it and the networks live: not part of a budget."""
+    return ["-d", dataset, "--device", device] + (["--data_dir", data_dir] if data_dir else [])
+
+
 def script_flags(q, script):
-    """The flags of `script` ('pretrain', 'condense', 'evaluate') for this benchmark, before the row's own."""
-    own = budget(q.dataset)
-    flags = ["-d", q.dataset, "--device", q.device] + (["--data_dir", q.data_dir] if q.data_dir else [])
-    return flags + own.get("common", []) + own.get(script, []) + shlex.split(q.flags)
+    """The flags of `script` for this benchmark, before the row's own."""
+    return location_flags(q.dataset, q.device, q.data_dir) + budget_flags(q.dataset, script) + shlex.split(q.flags)
 
 
 def experts_dir(q, seed):
@@ -153,7 +163,7 @@ def measure_row(q, seed, ipc, key, experts, epochs):
     evaluation += ["--eval_epochs", str(epochs)] if epochs else []
     start, condense_s = time.time(), 0.0
     if flags is None:
-        argv = ["--baseline", key, "--ipc", str(ipc)] + budget(q.dataset).get("baseline", [])
+        argv = ["--baseline", key, "--ipc", str(ipc)] + budget_flags(q.dataset, "baseline")
     else:
         args = parse("condense", script_flags(q, "condense") + tail + flags +
                      ["--ipc", str(ipc), "--eval_every", "0", "--save_dir",
@@ -265,12 +275,11 @@ def write_report(q, record):
 def fingerprint(q):
     """What the figures depend on besides the row, ipc and seed (a record only mixes figures of one budget): each
     script's flags but the dataset's location and the device."""
-    own = budget(q.dataset)
-    flags = {script: own.get("common", []) + own.get(script, []) + shlex.split(q.flags)
+    flags = {script: budget_flags(q.dataset, script) + shlex.split(q.flags)
              for script in ("pretrain", "condense", "evaluate")}
-    flags["baseline"] = own.get("baseline", [])
+    flags["baseline"] = budget_flags(q.dataset, "baseline")
     return {"dataset": q.dataset, "runs": q.runs, "shared_experts": q.shared_experts, "flags": flags,
-            "whole_epochs": own.get("whole_epochs")}
+            "whole_epochs": budget(q.dataset).get("whole_epochs")}
 
 
 def main():
